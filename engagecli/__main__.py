@@ -1,0 +1,3 @@
+from engagecli.cli import main
+
+main()
