@@ -1,0 +1,1 @@
+"""Thin commands: parse options, call a service, render. No SQL, no HTTP here."""

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Your linked work calendars and their two switches.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Each calendar with its switches, when it last synced, and its status."""
+    from engagecli.output import ago, print_json, style, table
+    from engagecli.services.calendars import list_calendars
+
+    env = ctx.obj
+    rows = list_calendars(env)
+    if json_:
+        return print_json(env, [r.as_json() for r in rows])
+    if not rows:
+        return env.out("No calendars linked. Try `engage link ics FILE` or `engage link google`.")
+    now = env.now()
+    colour = {"ok": "green", "never": "yellow", "error": "red", "relink": "red"}
+    out = []
+    for r in rows:
+        c = r.cal
+        out.append([c.id, c.provider, c.account, c.name, "on" if c.copy_appointments else "off",
+                    "on" if c.use_for_availability else "off", ago(c.last_synced_at, now), c.status])
+    text = table(out, ["ID", "PROVIDER", "ACCOUNT", "NAME", "COPY", "AVAILABILITY", "LAST SYNCED", "STATUS"])
+    lines = text.split("\n")
+    for i, r in enumerate(rows):
+        lines[i + 2] = lines[i + 2][: -len(r.cal.status)] + style(env, r.cal.status, colour.get(r.cal.status, "bold"))
+    env.out("\n".join(lines))
+    for r in rows:
+        if r.cal.error:
+            env.out(f"{r.cal.id}: {r.cal.error}")
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    calendar_id: str = typer.Argument(..., metavar="ID"),
+    copy: bool = typer.Option(None, "--copy/--no-copy", help="Copy appointments into this calendar."),
+    availability: bool = typer.Option(None, "--availability/--no-availability", help="Offer slots only where it is free."),
+    keep_copies: bool = typer.Option(None, "--keep-copies/--remove-copies", help="With --no-copy: keep or delete copies made."),
+) -> None:
+    """Turn "copy appointments" and "use for availability" on or off."""
+    from engagecli.services.calendars import set_switches
+
+    env = ctx.obj
+    cal, removed = set_switches(env, calendar_id, copy=copy, availability=availability, keep_copies=keep_copies)
+    env.out(f"{cal.id}: copy appointments {'on' if cal.copy_appointments else 'off'}, "
+            f"use for availability {'on' if cal.use_for_availability else 'off'}."
+            + (f" Removed {removed} copies." if removed else "")
+            + (" Run `engage sync` to copy appointments now." if copy else ""))
+
+
+@app.command()
+def unlink(
+    ctx: typer.Context,
+    calendar_id: str = typer.Argument(..., metavar="ID"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    keep_copies: bool = typer.Option(None, "--keep-copies/--remove-copies", help="Keep or delete the copies made there."),
+) -> None:
+    """Forget a calendar, its busy times and its stored secret."""
+    from engagecli.errors import UsageError
+    from engagecli.services.calendars import unlink as do_unlink
+
+    env = ctx.obj
+    cal = env.store.get_calendar(calendar_id)
+    if not yes:
+        if not env.interactive:
+            raise UsageError(f"unlinking {cal.id} needs confirmation", hint="add --yes")
+        if not typer.confirm(f"Unlink {cal.id} ({cal.name})?", err=True):
+            raise typer.Exit(1)
+    removed = do_unlink(env, calendar_id, keep_copies=keep_copies)
+    env.out(f"Unlinked {cal.id}." + (f" Removed {removed} copies." if removed else ""))

@@ -1,0 +1,172 @@
+"""Top-level commands: slots, calendar, sync, demo, doctor, settings."""
+
+from __future__ import annotations
+
+import typer
+
+settings_app = typer.Typer(help="Settings of this profile (sync window, default slot length).", no_args_is_help=True)
+
+
+def slots(
+    ctx: typer.Context,
+    week: bool = typer.Option(False, "--week", help="Seven days from --start (the default)."),
+    days: int = typer.Option(None, "--days", help="Number of days from --start."),
+    start: str = typer.Option(None, "--start", help="First date, YYYY-MM-DD (default today)."),
+    end: str = typer.Option(None, "--end", help="Last date, inclusive."),
+    duration: int = typer.Option(None, "--duration", help="Slot length in minutes (default 30)."),
+    interval: int = typer.Option(None, "--interval", help="Minutes between slot starts (default: the duration)."),
+    tz: str = typer.Option(None, "--tz", help="Time zone to print in (default: your account's)."),
+    json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ics: bool = typer.Option(False, "--ics", help="The slots as an iCalendar file."),
+) -> None:
+    """Free slots to offer a customer: times only, nothing about the work calendar."""
+    from engagecli.errors import UsageError
+    from engagecli.output import print_json
+    from engagecli.services.planner import free_slots, slots_json
+    from engagecli.services.render import slots_ics, slots_text
+
+    env = ctx.obj
+    if json_ and ics:
+        raise UsageError("give --json or --ics, not both")
+    result = free_slots(env, start=start, end=end, days=days, week=week, duration=duration, interval=interval, tz=tz)
+    for warning in result.warnings:
+        env.err(f"engage: warning: {warning}")
+    if json_:
+        print_json(env, slots_json(result))
+    elif ics:
+        env.stdout.write(slots_ics(result, env.now()))
+    else:
+        env.out(slots_text(env, result))
+
+
+def calendar(
+    ctx: typer.Context,
+    week: bool = typer.Option(False, "--week", help="Seven days from --start (the default)."),
+    days: int = typer.Option(None, "--days", help="Number of days from --start."),
+    start: str = typer.Option(None, "--start", help="First date, YYYY-MM-DD (default today)."),
+    end: str = typer.Option(None, "--end", help="Last date, inclusive."),
+    json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Your agenda: appointments and work events, and why each time is busy or free."""
+    from engagecli.output import print_json
+    from engagecli.services.planner import agenda, agenda_json
+    from engagecli.services.render import agenda_text
+
+    env = ctx.obj
+    period, entries = agenda(env, start=start, end=end, days=days, week=week)
+    if json_:
+        return print_json(env, agenda_json(period, entries))
+    env.out(agenda_text(env, period, entries))
+
+
+def sync(
+    ctx: typer.Context,
+    calendar_id: str = typer.Option(None, "--calendar", help="Only this calendar."),
+    json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something failed."),
+) -> None:
+    """Pull busy times and push copies for every linked calendar. Never prompts: safe from cron."""
+    from engagecli.errors import SyncBusy
+    from engagecli.output import print_json
+    from engagecli.services.sync import exit_code
+    from engagecli.services.sync import sync as do_sync
+
+    env = ctx.obj
+    try:
+        reports = do_sync(env, calendar_id)
+    except SyncBusy as exc:
+        if json_:
+            print_json(env, {"calendars": [], "skipped": str(exc)})
+        elif not quiet:
+            env.err(f"engage: {exc}")
+        return
+    if json_:
+        print_json(env, {"calendars": [r.as_json() for r in reports]})
+    else:
+        for r in reports:
+            if r.status == "ok" and not quiet:
+                env.out(f"{r.id}: ok ({r.pulled} busy times; {r.copied} copied, {r.updated} updated, {r.deleted} deleted)")
+            elif r.status != "ok":
+                env.err(f"engage: {r.id}: {r.status}: {r.error}")
+        if not reports and not quiet:
+            env.out("No calendars linked.")
+    code = exit_code(reports)
+    if code:
+        raise typer.Exit(code)
+
+
+def demo(
+    ctx: typer.Context,
+    json_: bool = typer.Option(False, "--json", help="Print next week's slots as JSON instead of the overview."),
+) -> None:
+    """Create (or reset) the `demo` profile: sample work calendar, hours, appointments; print next week."""
+    from engagecli.output import print_json
+    from engagecli.services.demo import run_demo
+    from engagecli.services.planner import agenda_json, slots_json
+    from engagecli.services.render import agenda_text, slots_text
+
+    env = ctx.obj
+    demo_env, slots_result, period, entries = run_demo(env)
+    if json_:
+        return print_json(env, {"profile": demo_env.profile, "slots": slots_json(slots_result),
+                                "agenda": agenda_json(period, entries)})
+    env.out(f"Demo profile '{demo_env.profile}' is ready in {demo_env.profile_dir}.")
+    env.out("")
+    env.out(agenda_text(env, period, entries))
+    env.out("")
+    env.out(slots_text(env, slots_result))
+    env.out("")
+    env.out(f"Try: engage --profile {demo_env.profile} calendars list | slots --week --json | appointments list")
+
+
+def doctor(ctx: typer.Context) -> None:
+    """Check the database, the secret store, the time zone, file permissions and each calendar's last sync."""
+    from engagecli.services.doctor import run_checks
+
+    env = ctx.obj
+    problems = 0
+    for ok, line in run_checks(env):
+        env.out(("ok       " if ok else "PROBLEM  ") + line)
+        problems += not ok
+    if problems:
+        raise typer.Exit(1)
+
+
+@settings_app.command("show")
+def settings_show(ctx: typer.Context, json_: bool = typer.Option(False, "--json")) -> None:
+    """Show every setting and its value."""
+    from engagecli.env import DEFAULT_SETTINGS
+    from engagecli.output import print_json
+
+    env = ctx.obj
+    data = {key: env.setting(key) for key in DEFAULT_SETTINGS}
+    if json_:
+        return print_json(env, data)
+    for key, value in data.items():
+        env.out(f"{key} = {value}")
+
+
+@settings_app.command("set")
+def settings_set(ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.Argument(...)) -> None:
+    """Change a setting, e.g. `engage settings set sync.window_future_days 730`."""
+    from engagecli.env import DEFAULT_SETTINGS
+    from engagecli.errors import UsageError
+
+    env = ctx.obj
+    if key not in DEFAULT_SETTINGS:
+        raise UsageError(f"unknown setting {key!r}", hint="one of: " + ", ".join(DEFAULT_SETTINGS))
+    limits = {"sync.window_past_days": (0, 3650), "sync.window_future_days": (1, 3650), "slots.duration_minutes": (1, 1440)}
+    lo, hi = limits[key]
+    if not value.isdigit() or not lo <= int(value) <= hi:
+        raise UsageError(f"{key} must be a whole number from {lo} to {hi}")
+    env.store.set_setting(key, str(int(value)))
+    env.out(f"{key} = {int(value)}" + (" (run `engage sync` to fetch the new window)" if key.startswith("sync.") else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(slots)
+    app.command()(calendar)
+    app.command()(sync)
+    app.command()(demo)
+    app.command()(doctor)
+    app.add_typer(settings_app, name="settings")
