@@ -40,7 +40,9 @@ def period_bounds(period: Period) -> tuple[datetime, datetime]:
 
 
 def sync_window(env) -> tuple[datetime, datetime]:
-    now = env.now()
+    """The span busy times are fetched for. Day-aligned (UTC midnight), so that incremental pulls keep the
+    same window all day and a provider needs a full pull about once a day to roll it forward."""
+    now = env.now().replace(hour=0, minute=0, second=0, microsecond=0)
     return (now - timedelta(days=env.int_setting("sync.window_past_days")),
             now + timedelta(days=env.int_setting("sync.window_future_days")))
 
@@ -48,7 +50,7 @@ def sync_window(env) -> tuple[datetime, datetime]:
 def check_known(env, lo: datetime, hi: datetime) -> None:
     """Refuse a period that reaches past the synced window: its free time was never checked."""
     wlo, whi = sync_window(env)
-    if hi > whi + timedelta(days=1):
+    if hi > whi:
         raise UsageError(
             f"that period reaches past the synced window ({env.setting('sync.window_future_days')} days ahead)",
             hint="pick an earlier period, or raise it: `engage settings set sync.window_future_days N` then `engage sync`",
