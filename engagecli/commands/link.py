@@ -22,6 +22,8 @@ class TerminalUI:
         self.env.stderr.write(prompt + " ")
         self.env.stderr.flush()
         line = self.env.stdin.readline()
+        if not getattr(self.env.stdin, "isatty", lambda: False)():
+            self.env.stderr.write("\n")  # a piped answer is not echoed: end the prompt line ourselves
         if not line:
             raise UsageError("no answer on standard input")
         return line.strip()
