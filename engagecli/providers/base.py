@@ -162,11 +162,15 @@ class LinkResult:
     """What a provider's link flow returns to `engage link`.
 
     The command picks one of `calendars`, gives it a calendar id, stores each of `secrets` (kind -> value)
-    under secret_name(profile, calendar_id, kind) and `options` (non-secret: username, client id, endpoints
-    used) in the calendar's options; the provider's from_calendar() reads both back.
+    under secret_name(profile, calendar_id, kind), `options` (non-secret: username, client id, endpoints
+    used) in the calendar's options and `state_files` in the profile's state folder; the provider's
+    from_calendar() reads them back.
     """
 
     account: str
     calendars: list[RemoteCalendar]
     secrets: dict[str, str] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
+    # private files for the provider's state folder, written 0600 as "<calendar id><suffix>" (an encrypted
+    # token cache whose key is one of `secrets`): suffix -> content
+    state_files: dict[str, bytes] = field(default_factory=dict)

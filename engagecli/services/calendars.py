@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from engagecli.core.models import CalendarInfo
 from engagecli.core.timeutil import isoformat
 from engagecli.errors import ProviderError, UsageError
+from engagecli.fsutil import write_private
 from engagecli.providers.base import LinkResult, RemoteCalendar, secret_name
 from engagecli.services.profile import require_account
 from engagecli.services.sync import delete_copies, sync_one
@@ -64,10 +65,14 @@ def link(env, provider: str, result: LinkResult, *, calendar: str | None = None,
         for kind, value in result.secrets.items():
             env.secrets.set(secret_name(env.profile, cal_id, kind), value)
             stored.append(kind)
+        for suffix, content in result.state_files.items():
+            write_private(env.state_dir / f"{cal_id}{suffix}", content)
         env.store.add_calendar(info, env.now())
     except BaseException:
         for kind in stored:
             env.secrets.delete(secret_name(env.profile, cal_id, kind))
+        for leftover in env.state_dir.glob(f"{cal_id}*"):
+            leftover.unlink(missing_ok=True)
         raise
     with sync_lock(env.lock_path):
         report = sync_one(env, env.store.get_calendar(cal_id))
