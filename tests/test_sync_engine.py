@@ -218,3 +218,16 @@ def test_random_histories_with_crashes_end_with_exactly_one_copy_each(tmp_path_f
     run(store, server)
     assert copies_on(server) == expected(store)
     store.close()
+
+
+def test_batching_provider_copies_in_batches(tmp_path):
+    from engagecli.providers.memory import BatchProvider
+
+    store, _ = make_store(tmp_path)
+    server = MemoryServer()
+    for i in range(7):
+        book(store, f"a{i}", 24 + i)
+    provider = BatchProvider(server)
+    report = sync_calendar(store, provider, store.get_calendar("mem-1"), now=NOW, window=WINDOW)
+    assert report.copied == 7 and provider.batches == 2  # 3 + 3 in batches, the last one alone
+    assert copies_on(server) == expected(store)

@@ -109,6 +109,12 @@ class Provider(Protocol):
         """Delete a copy; a copy that is already gone is not an error."""
         ...
 
+    # Optional, for providers with batch requests (Google batch, Graph $batch):
+    #   batch_size: int
+    #   def put_copies(self, work: list[tuple[CopySpec, CopyRef | None]]) -> list[CopyRef | ProviderError]
+    # the same as put_copy for each item, in order, in as few requests as the API allows; a failed item is its
+    # ProviderError in the result list (the engine records it and goes on); RelinkNeeded / Unreachable raise.
+
 
 def copy_description(appointment_id: str) -> str:
     """The body of a copied event: no customer detail beyond what the advisor typed as title."""

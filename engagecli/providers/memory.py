@@ -97,3 +97,23 @@ class Provider:
     def delete_copy(self, ref: CopyRef) -> None:
         if ref.remote_id in self.server.events:
             self.server.write(ref.remote_id, None)
+
+
+class BatchProvider(Provider):
+    """The memory provider with the optional batch method: every `batch_size` copies cost one "request"."""
+
+    batch_size = 3
+
+    def __init__(self, server: MemoryServer, calendar_id: str = "work"):
+        super().__init__(server, calendar_id)
+        self.batches = 0
+
+    def put_copies(self, work):
+        self.batches += 1
+        out = []
+        for spec, existing in work:
+            try:
+                out.append(self.put_copy(spec, existing))
+            except ProviderError as exc:
+                out.append(exc)
+        return out

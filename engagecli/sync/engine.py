@@ -21,7 +21,7 @@ from datetime import datetime
 
 from engagecli.core.models import Appointment, CalendarInfo
 from engagecli.errors import EngageError, ProviderError, RelinkNeeded
-from engagecli.providers.base import CopyRef, CopySpec, copy_description
+from engagecli.providers.base import CopyRef, CopySpec, copy_description, iter_chunks
 
 
 @dataclass
@@ -85,22 +85,34 @@ def push(store, provider, cal: CalendarInfo, now: datetime, ours: dict[str, tupl
     failures: list[str] = []
     mapping = store.copies(cal.id)
     desired = {a.id: a for a in store.list_appointments(start=now)}
+    work = []
     for appt_id, appt in desired.items():
         spec = copy_spec(appt)
         known = mapping.get(appt_id)
         if known and known[2] == spec.content_hash:
             continue
-        existing = CopyRef(known[0], known[1]) if known else None
-        try:
-            ref = provider.put_copy(spec, existing)
-        except ProviderError as exc:
-            failures.append(f"appointment {appt_id}: {exc}")
-            continue
-        store.save_copy(cal.id, appt_id, ref.remote_id, ref.etag, spec.content_hash, now)
-        if known:
-            report.updated += 1
+        work.append((spec, CopyRef(known[0], known[1]) if known else None))
+    put_many = getattr(provider, "put_copies", None)
+    size = max(1, int(getattr(provider, "batch_size", 1))) if put_many else 1
+    for chunk in iter_chunks(work, size):
+        if len(chunk) > 1:
+            results = put_many(chunk)
         else:
-            report.copied += 1
+            results = []
+            for spec, existing in chunk:
+                try:
+                    results.append(provider.put_copy(spec, existing))
+                except ProviderError as exc:
+                    results.append(exc)
+        for (spec, existing), result in zip(chunk, results):
+            if isinstance(result, Exception):
+                failures.append(f"appointment {spec.appointment_id}: {result}")
+                continue
+            store.save_copy(cal.id, spec.appointment_id, result.remote_id, result.etag, spec.content_hash, now)
+            if existing:
+                report.updated += 1
+            else:
+                report.copied += 1
     # copies of appointments that are cancelled or gone: the mapping, plus orphans the pull saw (a crash
     # between a remote create and our commit, followed by a cancel)
     doomed: dict[str, CopyRef] = {}
