@@ -193,7 +193,12 @@ def _to_utc(value, zone) -> datetime:
 
 def _span(start, end, zone) -> tuple[datetime, datetime, bool]:
     """UTC (start, end, all_day) of one occurrence's DTSTART/DTEND values."""
-    all_day = not isinstance(start, datetime)
+    if not isinstance(start, datetime):  # all-day: whole local dates in the advisor's zone
+        from engagecli.core.timeutil import all_day_span
+
+        last = end if isinstance(end, date) and not isinstance(end, datetime) else None
+        return (*all_day_span(start, last, zone), True)
+    all_day = False
     s, e = _to_utc(start, zone), _to_utc(end, zone)
     if (
         e <= s

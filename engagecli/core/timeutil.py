@@ -148,11 +148,11 @@ def parse_instant(text: str, tz: ZoneInfo) -> datetime:
     first = value.replace(tzinfo=tz, fold=0).astimezone(UTC)
     second = value.replace(tzinfo=tz, fold=1).astimezone(UTC)
     if first != second:
-        kind = "happens twice" if _exists(value, tz) else "does not exist"
-        raise UsageError(
-            f"{text} {kind} in {tz.key} (clocks change that day)",
-            hint="give an offset, e.g. " + value.isoformat(timespec="minutes") + first.astimezone(tz).strftime("%z")[:3] + ":00",
-        )
+        if _exists(value, tz):
+            offsets = " or ".join(sorted({isoformat(i, tz)[-6:] for i in (first, second)}))
+            raise UsageError(f"{text} happens twice in {tz.key} (clocks go back that day)",
+                             hint=f"add the offset you mean: {offsets}")
+        raise UsageError(f"{text} does not exist in {tz.key} (clocks go forward that day)", hint="pick another time")
     return first
 
 
@@ -173,3 +173,11 @@ def isoformat(value: datetime, tz: ZoneInfo | None = None) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def all_day_span(first: date, last_exclusive: date | None, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """UTC span of the local dates [first, last_exclusive) in `tz` (an all-day event; no end date = one day).
+    Midnights follow the window rules above, so a date whose midnight falls in a DST gap starts when it ends."""
+    if last_exclusive is None or last_exclusive <= first:
+        last_exclusive = first + timedelta(days=1)
+    return local_minute_to_utc(first, 0, tz), local_minute_to_utc(last_exclusive, 0, tz, end=True)
