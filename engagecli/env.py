@@ -95,6 +95,12 @@ class Env:
         base = self.home / "profiles"
         return sorted(p.name for p in base.iterdir() if (p / "engage.db").exists()) if base.exists() else []
 
+    def for_profiles(self) -> list["Env"]:
+        """One Env for each profile under ENGAGE_HOME (admins: `--all-profiles`)."""
+        from dataclasses import replace
+
+        return [replace(self, profile=name) if name != self.profile else self for name in self.profiles()]
+
     # --- services -----------------------------------------------------------------------------------------
     @cached_property
     def store(self):

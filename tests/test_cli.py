@@ -342,3 +342,23 @@ def test_demo_runs_and_is_repeatable(engage, monkeypatch):
     assert engage("slots", "--week", "--json").code == 0
     assert os.path.exists(engage("doctor").out and os.environ["ENGAGE_HOME"])
     assert json.loads(engage("slots", "--week", "--json").out)["timezone"] == "Europe/Oslo"
+
+
+def test_admin_sees_and_syncs_all_profiles(advisor, tmp_path, home):
+    advisor("link", "ics", str(write_ics(tmp_path)))
+    assert advisor("--profile", "bob", "account", "set", "--timezone", "America/New_York").code == 0
+    other = tmp_path / "bob.ics"
+    other.write_text(WORK_ICS)
+    assert advisor("--profile", "bob", "link", "ics", str(other)).code == 0
+    rows = advisor("calendars", "list", "--all-profiles", "--json").json()
+    assert sorted(r["profile"] for r in rows) == ["bob", "default"]
+    assert "PROFILE" in advisor("calendars", "list", "--all-profiles").out
+    other.write_text("broken")
+    r = advisor("sync", "--all-profiles", "--json")
+    assert r.code == 5
+    assert {(c["profile"], c["status"]) for c in r.json()["calendars"]} == {("default", "ok"), ("bob", "error")}
+    # what cron did is in the log: ids, counts and errors, nothing from the calendars
+    log = (home / "logs" / "sync.log").read_text().splitlines()
+    assert len(log) >= 2 and all(json.loads(line)["id"] for line in log)
+    assert "Secret" not in "".join(log)
+    assert stat.S_IMODE((home / "logs" / "sync.log").stat().st_mode) == 0o600

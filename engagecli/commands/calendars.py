@@ -6,32 +6,38 @@ app = typer.Typer(help="Your linked work calendars and their two switches.", no_
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json_: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_(
+    ctx: typer.Context,
+    json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    all_profiles: bool = typer.Option(False, "--all-profiles", help="Every advisor profile under ENGAGE_HOME (admins)."),
+) -> None:
     """Each calendar with its switches, when it last synced, and its status."""
     from engagecli.output import ago, print_json, style, table
     from engagecli.services.calendars import list_calendars
 
     env = ctx.obj
-    rows = list_calendars(env)
+    envs = env.for_profiles() if all_profiles else [env]
+    rows = [(e.profile, r) for e in envs for r in list_calendars(e)]
     if json_:
-        return print_json(env, [r.as_json() for r in rows])
+        return print_json(env, [dict(r.as_json(), **({"profile": p} if all_profiles else {})) for p, r in rows])
     if not rows:
         return env.out("No calendars linked. Try `engage link ics FILE` or `engage link google`.")
     now = env.now()
     colour = {"ok": "green", "never": "yellow", "error": "red", "relink": "red"}
     out = []
-    for r in rows:
+    for profile, r in rows:
         c = r.cal
-        out.append([c.id, c.provider, c.account, c.name, "on" if c.copy_appointments else "off",
-                    "on" if c.use_for_availability else "off", ago(c.last_synced_at, now), c.status])
-    text = table(out, ["ID", "PROVIDER", "ACCOUNT", "NAME", "COPY", "AVAILABILITY", "LAST SYNCED", "STATUS"])
-    lines = text.split("\n")
-    for i, r in enumerate(rows):
+        out.append(([profile] if all_profiles else []) + [
+            c.id, c.provider, c.account, c.name, "on" if c.copy_appointments else "off",
+            "on" if c.use_for_availability else "off", ago(c.last_synced_at, now), c.status])
+    headers = ["ID", "PROVIDER", "ACCOUNT", "NAME", "COPY", "AVAILABILITY", "LAST SYNCED", "STATUS"]
+    lines = table(out, (["PROFILE"] if all_profiles else []) + headers).split("\n")
+    for i, (_p, r) in enumerate(rows):
         lines[i + 2] = lines[i + 2][: -len(r.cal.status)] + style(env, r.cal.status, colour.get(r.cal.status, "bold"))
     env.out("\n".join(lines))
-    for r in rows:
+    for profile, r in rows:
         if r.cal.error:
-            env.out(f"{r.cal.id}: {r.cal.error}")
+            env.out(f"{(profile + ' ') if all_profiles else ''}{r.cal.id}: {r.cal.error}")
 
 
 @app.command("set")

@@ -64,32 +64,43 @@ def sync(
     calendar_id: str = typer.Option(None, "--calendar", help="Only this calendar."),
     json_: bool = typer.Option(False, "--json", help="Machine-readable output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something failed."),
+    all_profiles: bool = typer.Option(False, "--all-profiles", help="Every advisor profile under ENGAGE_HOME (admins)."),
 ) -> None:
     """Pull busy times and push copies for every linked calendar. Never prompts: safe from cron."""
-    from engagecli.errors import SyncBusy
+    from engagecli.errors import SyncBusy, UsageError
     from engagecli.output import print_json
     from engagecli.services.sync import exit_code
     from engagecli.services.sync import sync as do_sync
 
     env = ctx.obj
-    try:
-        reports = do_sync(env, calendar_id)
-    except SyncBusy as exc:
-        if json_:
-            print_json(env, {"calendars": [], "skipped": str(exc)})
-        elif not quiet:
-            env.err(f"engage: {exc}")
-        return
+    if all_profiles and calendar_id:
+        raise UsageError("give --calendar or --all-profiles, not both")
+    reports, skipped = [], []
+    for e in env.for_profiles() if all_profiles else [env]:
+        if all_profiles and e.store.get_account() is None:
+            continue  # a profile that was never set up has nothing to sync
+        try:
+            reports += [(e.profile, r) for r in do_sync(e, calendar_id)]
+        except SyncBusy as exc:
+            skipped.append(str(exc))
+            if not json_ and not quiet:
+                env.err(f"engage: {exc}")
+    prefix = (lambda p: f"{p}/") if all_profiles else (lambda p: "")
     if json_:
-        print_json(env, {"calendars": [r.as_json() for r in reports]})
+        data = {"calendars": [dict(r.as_json(), **({"profile": p} if all_profiles else {})) for p, r in reports]}
+        if skipped:
+            data["skipped"] = "; ".join(skipped)
+        print_json(env, data)
     else:
-        for r in reports:
+        for p, r in reports:
             if r.status == "ok" and not quiet:
-                env.out(f"{r.id}: ok ({r.pulled} busy times; {r.copied} copied, {r.updated} updated, {r.deleted} deleted)")
+                env.out(f"{prefix(p)}{r.id}: ok ({r.pulled} busy times; {r.copied} copied, {r.updated} updated, "
+                        f"{r.deleted} deleted)")
             elif r.status != "ok":
-                env.err(f"engage: {r.id}: {r.status}: {r.error}")
-        if not reports and not quiet:
+                env.err(f"engage: {prefix(p)}{r.id}: {r.status}: {r.error}")
+        if not reports and not skipped and not quiet:
             env.out("No calendars linked.")
+    reports = [r for _p, r in reports]
     code = exit_code(reports)
     if code:
         raise typer.Exit(code)

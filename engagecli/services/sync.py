@@ -26,7 +26,31 @@ def sync(env, calendar_id: str | None = None, progress=None) -> list[CalendarRep
             if progress:
                 progress(cal)
             reports.append(sync_one(env, cal, ctx))
+    log_reports(env, reports)
     return reports
+
+
+def log_reports(env, reports: list[CalendarReport]) -> None:
+    """One JSON line per calendar per sync in $ENGAGE_HOME/logs/sync.log (0600): what cron did, for `tail`.
+    Only ids, counts and the (already token-free) error, redacted once more."""
+    import json
+
+    from engagecli.secrets import redact
+
+    folder = env.home / "logs"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = env.now().isoformat(timespec="seconds")
+    lines = []
+    for r in reports:
+        entry = {"at": now, "profile": env.profile, **r.as_json()}
+        if entry["error"]:
+            entry["error"] = redact(entry["error"])
+        lines.append(json.dumps(entry) + "\n")
+    import os
+
+    fd = os.open(folder / "sync.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.writelines(lines)
 
 
 def sync_one(env, cal, ctx=None) -> CalendarReport:
