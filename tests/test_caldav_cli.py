@@ -199,3 +199,17 @@ def test_sigkill_during_sync_never_duplicates(advisor, radicale, home):  # noqa:
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT COUNT(*) FROM copies").fetchone()[0] == 200
+
+
+def test_doctor_checks_sign_in_and_reachability(advisor, radicale, home):  # noqa: F811
+    cal = link(advisor, radicale, radicale.new_calendar("doctor"))
+    r = advisor("doctor")
+    assert r.code == 0, r.out
+    assert "password present" in r.out and "reachable" in r.out and PASSWORD not in r.out
+    from engagecli.env import Env
+    from engagecli.providers.base import secret_name
+
+    Env.from_environ().secrets.set(secret_name("default", cal["id"], "password"), "wrong")
+    r = advisor("doctor")
+    assert r.code == 1 and "PROBLEM" in r.out and "wrong" not in r.out
+    assert advisor("doctor", "--offline").code == 0

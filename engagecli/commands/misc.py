@@ -130,13 +130,16 @@ def demo(
     env.out(f"Try: engage --profile {demo_env.profile} calendars list | slots --week --json | appointments list")
 
 
-def doctor(ctx: typer.Context) -> None:
-    """Check the database, the secret store, the time zone, file permissions and each calendar's last sync."""
+def doctor(
+    ctx: typer.Context,
+    offline: bool = typer.Option(False, "--offline", help="Do not contact the calendar servers."),
+) -> None:
+    """Check the database, permissions, time zone, secret store, stored sign-ins and reachability of calendars."""
     from engagecli.services.doctor import run_checks
 
     env = ctx.obj
     problems = 0
-    for ok, line in run_checks(env):
+    for ok, line in run_checks(env, offline=offline):
         env.out(("ok       " if ok else "PROBLEM  ") + line)
         problems += not ok
     if problems:

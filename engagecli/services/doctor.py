@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 
 
-def run_checks(env):
+def run_checks(env, *, offline: bool = False):
     from engagecli.core.timeutil import zone
     from engagecli.errors import EngageError
 
@@ -36,7 +36,28 @@ def run_checks(env):
         yield True, f"secret store: {description}"
     except EngageError as exc:
         yield not needs_secrets, f"secret store: {exc}"
+    from engagecli.providers import open_provider
+    from engagecli.providers.base import secret_name
+    from engagecli.services.sync import provider_context
+
     for cal in env.store.list_calendars():
         when = cal.last_synced_at.isoformat(timespec="seconds") if cal.last_synced_at else "never"
         ok = cal.status == "ok"
         yield ok, f"calendar {cal.id} ({cal.provider}): {cal.status}, last synced {when}" + (f": {cal.error}" if cal.error else "")
+        kinds = cal.options.get("secret_kinds", [])
+        try:
+            missing = [k for k in kinds if env.secrets.get(secret_name(env.profile, cal.id, k)) is None]
+        except EngageError as exc:
+            yield False, f"calendar {cal.id}: its secrets cannot be read: {exc}"
+            continue
+        if missing:
+            yield False, f"calendar {cal.id}: no stored {', '.join(missing)} (run `engage link {cal.provider}` again)"
+        elif kinds:
+            yield True, f"calendar {cal.id}: {', '.join(kinds)} present in the secret store"
+        if offline:
+            continue
+        try:
+            open_provider(cal, provider_context(env)).list_calendars()
+            yield True, f"calendar {cal.id}: reachable, signed in"
+        except EngageError as exc:
+            yield False, f"calendar {cal.id}: {exc}"
