@@ -204,6 +204,8 @@ def test_ics_is_read_only(advisor, tmp_path):
     cal = advisor("calendars", "list", "--json").json()[0]["id"]
     r = advisor("calendars", "set", cal, "--copy")
     assert r.code == 2 and "read-only" in r.err
+    r = advisor("link", "ics", str(tmp_path / "work.ics"), "--copy")
+    assert r.code == 2 and "read-only" in r.err
     assert advisor("calendars", "set", cal, "--no-availability").code == 0
     assert "10:00" in starts(advisor("slots", "--start", "2030-03-04", "--days", "1", "--json"))
     assert advisor("calendars", "set", cal, "--availability").code == 0

@@ -50,12 +50,13 @@ def ics(
     ctx: typer.Context,
     source: str = typer.Argument(..., metavar="PATH_OR_URL", help="An .ics file or an http(s) address (read-only)."),
     name: str = typer.Option(None, "--name", help="A name for it in `calendars list`."),
+    copy: bool = typer.Option(False, "--copy", help="Refused: an ICS calendar is read-only.", hidden=True),
 ) -> None:
     """Link an iCalendar file or feed (read-only: used for availability only)."""
     from engagecli.services.calendars import ics_link_result
 
     env = ctx.obj
-    _finish(env, "ics", ics_link_result(source), name=name)
+    _finish(env, "ics", ics_link_result(source), name=name, copy=copy)
 
 
 @app.command()

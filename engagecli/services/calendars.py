@@ -49,12 +49,12 @@ def link(env, provider: str, result: LinkResult, *, calendar: str | None = None,
          name: str | None = None, ask=None) -> tuple[CalendarInfo, CalendarReport]:
     require_account(env)
     chosen = choose(env, result.calendars, calendar, ask)
-    for cal in env.store.list_calendars():
-        if cal.provider == provider and cal.remote_id == chosen.remote_id:
-            raise UsageError(f"that calendar is already linked as {cal.id}", hint=f"see `engage calendars list`")
     if copy and chosen.read_only:
         raise UsageError(f"{chosen.name!r} is read-only: it can be used for availability, not for copies",
                          hint="link it without --copy")
+    for cal in env.store.list_calendars():
+        if cal.provider == provider and cal.remote_id == chosen.remote_id:
+            raise UsageError(f"that calendar is already linked as {cal.id}", hint="see `engage calendars list`")
     cal_id = new_calendar_id(provider)
     options = dict(result.options, secret_kinds=sorted(result.secrets))
     info = CalendarInfo(id=cal_id, provider=provider, account=result.account, name=name or chosen.name,
