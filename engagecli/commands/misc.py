@@ -70,7 +70,6 @@ def sync(
     from engagecli.errors import SyncBusy, UsageError
     from engagecli.output import print_json
     from engagecli.services.sync import exit_code
-    from engagecli.services.sync import sync as do_sync
 
     env = ctx.obj
     if all_profiles and calendar_id:
@@ -80,7 +79,7 @@ def sync(
         if all_profiles and e.store.get_account() is None:
             continue  # a profile that was never set up has nothing to sync
         try:
-            reports += [(e.profile, r) for r in do_sync(e, calendar_id)]
+            reports += [(e.profile, r) for r in _sync_with_progress(env, e, calendar_id, show=not (json_ or quiet))]
         except SyncBusy as exc:
             skipped.append(str(exc))
             if not json_ and not quiet:
@@ -94,7 +93,7 @@ def sync(
     else:
         for p, r in reports:
             if r.status == "ok" and not quiet:
-                env.out(f"{prefix(p)}{r.id}: ok ({r.pulled} busy times; {r.copied} copied, {r.updated} updated, "
+                env.out(f"{prefix(p)}{r.id}: ok ({r.pulled} event occurrences pulled; {r.copied} copied, {r.updated} updated, "
                         f"{r.deleted} deleted)")
             elif r.status != "ok":
                 env.err(f"engage: {prefix(p)}{r.id}: {r.status}: {r.error}")
@@ -104,6 +103,20 @@ def sync(
     code = exit_code(reports)
     if code:
         raise typer.Exit(code)
+
+
+def _sync_with_progress(env, profile_env, calendar_id, *, show: bool):
+    """A spinner naming the calendar being synced, on a terminal only (never under cron or in a pipe)."""
+    from engagecli.services.sync import sync as do_sync
+
+    if not (show and getattr(env.stderr, "isatty", lambda: False)()):
+        return do_sync(profile_env, calendar_id)
+    from rich.console import Console
+
+    console = Console(file=env.stderr, no_color=not env.color)
+    with console.status("Syncing…") as status:
+        return do_sync(profile_env, calendar_id,
+                       progress=lambda cal: status.update(f"Syncing {cal.id} ({cal.name})…"))
 
 
 def demo(
