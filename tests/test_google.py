@@ -319,6 +319,210 @@ def test_network_failure_is_unreachable(harness, monkeypatch):
         harness.provider().pull_changes(None, WINDOW)
 
 
+# --- batches ------------------------------------------------------------------------------------------------------
+
+BATCH_PATH = "/batch/calendar/v3"
+
+
+def batch_posts(fake) -> int:
+    return sum(1 for m, p, _q in fake.log if p == BATCH_PATH)
+
+
+def single_writes(fake) -> list:
+    return [(m, p) for m, p, _q in fake.log if m != "GET" and p != BATCH_PATH]
+
+
+def specs(n: int, first: int = 0, offset: timedelta = timedelta(0)):
+    return [spec(f"bt-{i}", T0 + timedelta(hours=i) + offset) for i in range(first, first + n)]
+
+
+def check_copies(h, all_specs):
+    assert h.remote_copies() == {s.appointment_id: [(s.start, s.end)] for s in all_specs}
+
+
+def _engine_run(h, tmp_path, count: int, batch_size: int | None):
+    import dataclasses
+
+    from engagecli.core.models import Appointment
+    from engagecli.store import Store
+    from engagecli.sync.engine import sync_calendar
+
+    store = Store.open(tmp_path / f"engage-{batch_size}.db")
+    now = datetime(2030, 3, 1, 8, tzinfo=UTC)
+    cal = dataclasses.replace(h.cal, copy_appointments=True)
+    store.add_calendar(cal, now)
+    for i in range(count):
+        start = T0 + timedelta(hours=i)
+        store.add_appointment(Appointment(f"e-{i:03d}", start, start + timedelta(minutes=30), "Europe/Oslo",
+                                          f"Meeting {i}"), now)
+    h.fake.page_size = 2500  # Google's maxResults: the next pull reads our 120 copies back in one page
+    p = h.provider()
+    if batch_size is not None:
+        p.batch_size = batch_size
+    api0 = h.fake.api_requests
+    report = sync_calendar(store, p, store.get_calendar(cal.id), now=now, window=WINDOW)
+    assert (report.status, report.error, report.copied) == ("ok", None, count)
+    copied = h.fake.api_requests - api0
+    assert h.remote_copies() == {f"e-{i:03d}": [(T0 + timedelta(hours=i), T0 + timedelta(hours=i, minutes=30))]
+                                 for i in range(count)}
+    api1 = h.fake.api_requests
+    again = sync_calendar(store, p, store.get_calendar(cal.id), now=now, window=WINDOW)
+    assert (again.status, again.copied, again.updated) == ("ok", 0, 0)
+    return copied, h.fake.api_requests - api1
+
+
+def test_120_copies_through_the_engine_take_three_batch_requests(harness, tmp_path, capsys):
+    h = harness
+    copied, noop = _engine_run(h, tmp_path, 120, None)
+    assert h.fake.batches == [50, 50, 20] and batch_posts(h.fake) == 3
+    assert single_writes(h.fake) == []  # no copy went as a request of its own
+    assert copied == 1 + 3  # the pull's one page, then three batches
+    assert noop == 1  # the next sync only pulls (its copies come back once, recognised by our marker)
+    inserts = [p for m, p, _q in h.fake.batch_parts if m == "POST"]
+    assert len(inserts) == 120 and all(p == "/calendar/v3/calendars/advisor%40example.com/events" for p in inserts)
+    with capsys.disabled():
+        print(f"\n120 copies, batched: {copied} API requests ({h.fake.batches} parts)")
+
+
+def test_120_copies_without_batches_for_comparison(harness, tmp_path, capsys):
+    copied, _ = _engine_run(harness, tmp_path, 120, 1)
+    assert batch_posts(harness.fake) == 0 and len(single_writes(harness.fake)) == 120
+    assert copied == 1 + 120
+    with capsys.disabled():
+        print(f"\n120 copies, one request each: {copied} API requests")
+
+
+def test_batch_parts_answering_429_503_or_rate_limit_are_sent_again(harness):
+    h = harness
+    work = specs(10)
+    h.fake.fail_parts({1: 429, 4: 503}, retry_after="2")
+    h.fake.fail_parts({0: 403}, reason="userRateLimitExceeded")  # the retry batch: its first part again
+    results = h.provider().put_copies([(s, None) for s in work])
+    assert all(isinstance(r, CopyRef) for r in results)
+    assert [r.remote_id for r in results] == [google.copy_event_id(s.appointment_id) for s in work]
+    assert h.fake.batches == [10, 2, 1] and h.fake.api_requests == 3
+    assert h.sleeps[0] == 2.0 and 0 <= h.sleeps[1] <= 1.0 and len(h.sleeps) == 2  # Retry-After, then backoff
+    check_copies(h, work)  # exactly once each
+
+
+def test_batch_part_that_keeps_failing_is_that_items_error(harness):
+    h = harness
+    work = specs(5)
+    h.fake.fail_parts({2: 503})
+    for _ in range(4):
+        h.fake.fail_parts({0: 503})  # each retry batch holds only that part
+    results = h.provider().put_copies([(s, None) for s in work])
+    assert isinstance(results[2], ProviderError) and "503" in str(results[2]) and "bt-2" in str(results[2])
+    assert all(isinstance(r, CopyRef) for i, r in enumerate(results) if i != 2)
+    assert h.fake.batches == [5, 1, 1, 1, 1]  # bounded: 5 tries for the part, like a single request
+    check_copies(h, [s for i, s in enumerate(work) if i != 2])
+
+
+def test_batch_insert_finding_the_copy_already_there_adopts_it(harness):
+    """A crash after the server wrote copies but before engage recorded them: the batch inserts answer 409 for
+    those, and a second batch patches them to what the appointments say now: still exactly once."""
+    h = harness
+    work = specs(8)
+    p = h.provider()
+    for i in (3, 5):  # landed before the crash, with the old times
+        p.put_copy(spec(work[i].appointment_id, work[i].start - timedelta(days=1)), None)
+    h.fake.log.clear()
+    results = p.put_copies([(s, None) for s in work])
+    assert [r.remote_id for r in results] == [google.copy_event_id(s.appointment_id) for s in work]
+    assert all(r.etag for r in results)
+    assert h.fake.batches == [8, 2]
+    assert [m for m, _p, _q in h.fake.batch_parts] == ["POST"] * 8 + ["PATCH"] * 2
+    assert single_writes(h.fake) == []
+    check_copies(h, work)
+
+
+def test_batch_part_with_400_is_that_items_error_only(harness):
+    h = harness
+    work = specs(5)
+    h.fake.fail_parts({2: 400})
+    results = h.provider().put_copies([(s, None) for s in work])
+    assert isinstance(results[2], ProviderError) and "400" in str(results[2])
+    assert all(isinstance(r, CopyRef) for i, r in enumerate(results) if i != 2)
+    assert h.fake.batches == [5] and h.sleeps == []  # never retried
+    check_copies(h, [s for i, s in enumerate(work) if i != 2])
+
+
+def test_batch_updates_use_if_match_and_repair_edited_and_removed_copies(harness):
+    h = harness
+    p = h.provider()
+    work = specs(4)
+    refs = p.put_copies([(s, None) for s in work])
+    edited, removed = refs[1], refs[2]
+    ev = [e for e in h.fake.events(ACCOUNT) if e["id"] == edited.remote_id][0]
+    h.fake.put_event(ACCOUNT, {**ev, "summary": "edited by hand"})  # new etag: our If-Match answers 412
+    with h.fake.lock:
+        del h.fake.calendars[ACCOUNT]["events"][removed.remote_id]  # gone for good: the PATCH answers 404
+    h.fake.log.clear()
+    h.fake.batch_parts.clear()
+    h.fake.batches.clear()
+    moved = specs(4, offset=timedelta(minutes=15))
+    results = p.put_copies(list(zip(moved, refs)))
+    assert all(isinstance(r, CopyRef) for r in results)
+    assert [r.remote_id for r in results] == [r.remote_id for r in refs]
+    assert results[0].etag != refs[0].etag
+    check_copies(h, moved)
+    assert [e["summary"] for e in h.fake.events(ACCOUNT)] == ["Customer meeting"] * 4
+    assert h.fake.batches == [4, 1]  # the removed one is inserted again in a second batch
+    assert [m for m, _p, _q in h.fake.batch_parts] == ["PATCH"] * 4 + ["POST"]
+    assert [m for m, _p, _q in h.fake.log if _p != BATCH_PATH] == ["GET", "PATCH"]  # the 412: refetch, overwrite
+
+
+def test_batch_parts_answering_401_refresh_once(harness):
+    h = harness
+    p = h.provider()
+    p.put_copies([(s, None) for s in specs(3)])
+    h.fake.expire_access_tokens()  # the parts answer 401, the batch itself 200
+    results = p.put_copies([(s, None) for s in specs(3, first=3)])
+    assert all(isinstance(r, CopyRef) for r in results)
+    assert h.fake.token_requests.count("refresh_token") == 2 and h.fake.batches == [3, 3, 3]
+    check_copies(h, specs(6))
+    h.fake.revoke()
+    with pytest.raises(RelinkNeeded):
+        p.put_copies([(s, None) for s in specs(2, first=6)])
+
+
+def test_whole_batch_faults_go_through_the_single_request_handling(harness):
+    h = harness
+    p = h.provider()
+    h.fake.fail_next(2, 503, retry_after="1")
+    assert all(isinstance(r, CopyRef) for r in p.put_copies([(s, None) for s in specs(3)]))
+    assert h.sleeps == [1.0, 1.0] and h.fake.api_requests == 3 and h.fake.batches == [3]
+    h.fake.fail_next(1, 401)  # google-auth refreshes and sends the batch again
+    assert all(isinstance(r, CopyRef) for r in p.put_copies([(s, None) for s in specs(3, first=3)]))
+    check_copies(h, specs(6))
+    h.fake.fail_next(5, 503)  # every try of the batch itself
+    with pytest.raises(Unreachable):
+        p.put_copies([(s, None) for s in specs(2, first=6)])
+    h.fake.fail_next(5, 401)
+    with pytest.raises(RelinkNeeded):
+        p.put_copies([(s, None) for s in specs(2, first=6)])
+
+
+def test_batch_answer_parsing_follows_google_wire_format():
+    """Parts matched by Content-ID (`response-` + the request's id), in any order; LF or CRLF line ends; a
+    quoted boundary; parts without Content-ID matched by position."""
+    class Answer:
+        headers = {"Content-Type": 'multipart/mixed; boundary="batch_abc"'}
+        content = (b"--batch_abc\nContent-Type: application/http\nContent-ID: <response-item1+x>\n\n"
+                   b"HTTP/1.1 409 Conflict\nContent-Type: application/json\n\n{\"error\": {\"code\": 409}}\n"
+                   b"--batch_abc\r\nContent-Type: application/http\r\nContent-ID: <response-item0+x>\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nETag: \"e1\"\r\n\r\n{\"id\": \"eng0a\", \"etag\": \"\\\"e1\\\"\"}\r\n"
+                   b"--batch_abc\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\r\n"
+                   b"--batch_abc--\r\n")
+
+    parts = google._batch_answer(Answer())
+    assert [(cid, part.status_code) for cid, part in parts] == [("item1+x", 409), ("item0+x", 200), (None, 204)]
+    assert parts[1][1].json() == {"id": "eng0a", "etag": '"e1"'} and parts[1][1].headers["etag"] == '"e1"'
+    Answer.headers = {"Content-Type": "application/json"}
+    with pytest.raises(ProviderError):
+        google._batch_answer(Answer())
+
+
 # --- link ---------------------------------------------------------------------------------------------------------
 
 class UI:

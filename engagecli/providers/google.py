@@ -24,16 +24,33 @@ Copies: the event id is derived from the appointment id ("eng0" + base32hex of i
 padding; a hash when the appointment id is long), so inserting twice answers 409 and we patch instead -- also
 when the id belongs to a deleted event (Google keeps deleted ids taken): the patch sets status=confirmed.
 Updates PATCH with If-Match; a 412 (someone edited our copy) refetches and overwrites: engage owns its copies.
-Batching many copies into one request is not implemented: each copy is one request (with retries).
+
+Batches (put_copies, `batch_size` = 50 of Google's 1000 calls per batch): one POST of multipart/mixed to
+batch/calendar/v3 under the API root (built by hand: googleapiclient's batch ignores api_endpoint), each part
+`Content-Type: application/http` + `Content-ID: <itemN+tag>` holding an inner request line with the path only,
+headers and the JSON body; the answer is multipart/mixed with `Content-ID: <response-itemN+tag>` parts, each an
+HTTP status line, headers and body, matched back by Content-ID (by position when a part has none). Every part
+resolves like put_copy: 2xx is done; an insert's 409 becomes a patch of our id in the next round (adopting a copy
+left by a crash); an update's 404/410 becomes an insert; an update's 412 is refetched and overwritten with single
+requests. Parts answering 429/5xx/403 rateLimitExceeded (or missing from the answer) are sent again in a new
+batch after a backoff that honours their Retry-After, up to `tries` times per part; a part still failing then is
+that item's ProviderError ("kept answering 503"), not Unreachable: the server answered the batch, the other items
+went through and must be recorded. Parts answering 401 refresh the access token once and are sent again (a
+second 401 needs a relink). A failure of the whole batch request goes through the same retries, refresh and
+error mapping as any single call (Unreachable / RelinkNeeded raise). Other 4xx are that item's ProviderError.
 """
 
 from __future__ import annotations
 
 import base64
+import email.message
 import hashlib
 import json
 import os
+import re
+import secrets
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -47,6 +64,7 @@ from engagecli.providers.base import (
     PullResult,
     RemoteCalendar,
     RemoteItem,
+    iter_chunks,
     secret_name,
 )
 
@@ -66,6 +84,8 @@ ENV_API_URL = "ENGAGE_GOOGLE_API_URL"
 
 WHAT = "Google Calendar"
 PAGE_SIZE = 2500  # events.list maxResults upper bound; pages may come back shorter
+BATCH_SIZE = 50  # calls per batch request we send (Google allows 1000; it advises small batches)
+BATCH_LIMIT = 1000
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 RELINK_GRANT_ERRORS = frozenset({"invalid_grant"})
 RELINK_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client", "deleted_client"})
@@ -159,6 +179,106 @@ class _StreamedPull(PullResult):
         return f"<streamed Google pull, {'consumed' if self._done else 'not consumed yet'}>"
 
 
+# --- batch wire format -----------------------------------------------------------------------------------------
+
+class _PartResponse:
+    """One inner HTTP response of a batch answer; quacks like requests.Response for the error helpers above."""
+
+    def __init__(self, status_code: int, headers: dict, content: bytes):
+        from requests.structures import CaseInsensitiveDict
+
+        self.status_code = status_code
+        self.headers = CaseInsensitiveDict(headers)
+        self.content = content
+
+    def json(self):
+        return json.loads(self.content)
+
+    def __repr__(self) -> str:
+        return f"<batch part {self.status_code}>"
+
+
+def _split_head(data: bytes) -> tuple[list[str], bytes]:
+    """Header lines (up to the first empty line) and what follows it."""
+    m = re.search(rb"\r?\n\r?\n", data)
+    head, rest = (data, b"") if m is None else (data[:m.start()], data[m.end():])
+    lines: list[str] = []
+    for line in head.decode("latin-1").splitlines():
+        if line[:1] in (" ", "\t") and lines:  # folded header
+            lines[-1] += " " + line.strip()
+        elif line.strip():
+            lines.append(line)
+    return lines, rest
+
+
+def _header_dict(lines: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
+
+
+def _batch_request(parts: list[tuple[str, str, str, dict, bytes]]) -> tuple[str, bytes]:
+    """(content type, body) of a batch request; parts are (content id, method, path, headers, body)."""
+    boundary = "batch_engage_" + secrets.token_hex(12)
+    out: list[bytes] = []
+    for content_id, method, path, headers, body in parts:
+        inner = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()),
+                 f"Content-Length: {len(body)}"]
+        out.append((f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+                    f"Content-ID: <{content_id}>\r\n\r\n" + "\r\n".join(inner) + "\r\n\r\n").encode("utf-8"))
+        out.append(body + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode("ascii"))
+    return f"multipart/mixed; boundary={boundary}", b"".join(out)
+
+
+def _batch_answer(response) -> list[tuple[str | None, _PartResponse]]:
+    """The parts of a batch answer: (the request's content id, or None when the part has none; the response)."""
+    bad = ProviderError(f"{WHAT} answered a batch request with something that is not a batch answer",
+                        hint="run `engage sync` again")
+    ctype = email.message.Message()
+    ctype["Content-Type"] = response.headers.get("Content-Type") or ""
+    boundary = ctype.get_param("boundary")
+    if ctype.get_content_type() != "multipart/mixed" or not isinstance(boundary, str) or not boundary:
+        raise bad
+    pieces = re.split(rb"\r?\n--" + re.escape(boundary.encode("latin-1")), b"\r\n" + (response.content or b""))
+    out: list[tuple[str | None, _PartResponse]] = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):  # the close delimiter
+            break
+        piece = piece.partition(b"\n")[2]  # the rest of the delimiter line (transport padding)
+        part_head, inner = _split_head(piece)
+        content_id = _header_dict(part_head).get("content-id", "").strip().strip("<>").strip() or None
+        if content_id and content_id.startswith("response-"):
+            content_id = content_id[len("response-"):]
+        inner_head, body = _split_head(inner)
+        if not inner_head or not inner_head[0].startswith("HTTP/"):
+            raise bad
+        try:
+            status = int(inner_head[0].split()[1])
+        except (IndexError, ValueError):
+            raise bad from None
+        out.append((content_id, _PartResponse(status, _header_dict(inner_head[1:]), body)))
+    return out
+
+
+@dataclass
+class _Job:
+    """One copy inside put_copies: what to send for it next.
+
+    kind: "update" (PATCH the recorded copy, If-Match its etag), "insert" (POST with our id), "adopt" (PATCH our
+    id without a condition after the insert answered 409)."""
+
+    index: int
+    spec: CopySpec
+    kind: str
+    event_id: str
+    etag: str | None = None
+    failures: int = 0
+
+
 # --- the API client --------------------------------------------------------------------------------------------
 
 class GoogleApi:
@@ -172,6 +292,7 @@ class GoogleApi:
         self.session = AuthorizedSession(credentials, refresh_timeout=60)
         self.session.headers["User-Agent"] = f"engage/{__version__}"
         self.base = api_url.rstrip("/") + "/calendar/v3"
+        self.batch_url = api_url.rstrip("/") + "/batch/calendar/v3"
         self.account = account or "this Google account"
         self.sleep = sleep
         self.tries = 5
@@ -198,6 +319,19 @@ class GoogleApi:
         if status in ok or status in allow:
             return response
         raise self._status_error(response)
+
+    def refresh(self) -> None:
+        """Get a new access token now (batch parts answering 401: the session only refreshes on a whole 401)."""
+        import google.auth.exceptions as gexc
+        from google.auth.transport.requests import Request
+
+        try:
+            self.session.credentials.refresh(getattr(self.session, "_auth_request", None) or Request())
+        except gexc.RefreshError as exc:
+            raise self._refresh_error(exc) from None
+        except gexc.TransportError:
+            raise Unreachable(f"{WHAT}'s sign-in server could not be reached",
+                              hint="check the network and run `engage sync` again") from None
 
     def _refresh_error(self, exc) -> EngageError:
         data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
@@ -475,6 +609,7 @@ class Provider:
     can_read_busy = True
     can_copy = True
     supports_incremental = True
+    batch_size = BATCH_SIZE
 
     def __init__(self, api: GoogleApi, calendar_id: str, tz: str, *, read_only: bool = False):
         self.api = api
@@ -649,10 +784,23 @@ class Provider:
             data = {}
         return CopyRef(data.get("id") or fallback_id, data.get("etag"))
 
-    def _patch(self, event_id: str, spec: CopySpec, etag: str | None) -> CopyRef | None:
-        """PATCH our copy (If-Match `etag` when known); refetches and overwrites on 412. None when it is gone."""
+    def _patch(self, event_id: str, spec: CopySpec, etag: str | None, *, stale: bool = False) -> CopyRef | None:
+        """PATCH our copy (If-Match `etag` when known); refetches and overwrites on 412 (`stale`: refetch first,
+        a 412 was already seen). None when it is gone."""
         body = self._body(spec)
         for _ in range(3):
+            if stale:
+                current = self.api.send("GET", self._events_url(event_id), allow=(404, 410))
+                if current.status_code in (404, 410):
+                    return None
+                try:
+                    data = current.json()
+                except ValueError:
+                    raise ProviderError(f"{WHAT} sent an answer that is not JSON") from None
+                owner = ((data.get("extendedProperties") or {}).get("private") or {}).get(MARKER_KEY)
+                if owner not in (None, spec.appointment_id):
+                    raise ProviderError(f"Google event {event_id} belongs to another appointment")
+                etag = data.get("etag")
             headers = {"If-Match": etag} if etag else {}
             response = self.api.send("PATCH", self._events_url(event_id), json=body, headers=headers,
                                      allow=(404, 410, 412))
@@ -660,23 +808,11 @@ class Provider:
                 return None
             if response.status_code != 412:
                 return self._ref(response, event_id)
-            current = self.api.send("GET", self._events_url(event_id), allow=(404, 410))
-            if current.status_code in (404, 410):
-                return None
-            data = current.json()
-            owner = ((data.get("extendedProperties") or {}).get("private") or {}).get(MARKER_KEY)
-            if owner not in (None, spec.appointment_id):
-                raise ProviderError(f"Google event {event_id} belongs to another appointment")
-            etag = data.get("etag")
+            stale = True
         raise ProviderError(f"{WHAT} kept changing the copy of appointment {spec.appointment_id} while engage "
                             "updated it", hint="run `engage sync` again")
 
-    def put_copy(self, spec: CopySpec, existing: CopyRef | None) -> CopyRef:
-        self._check_writable(spec)
-        if existing is not None:
-            ref = self._patch(existing.remote_id, spec, existing.etag)
-            if ref is not None:
-                return ref
+    def _create(self, spec: CopySpec) -> CopyRef:
         event_id = copy_event_id(spec.appointment_id)
         body = {"id": event_id, **self._body(spec)}
         response = self.api.send("POST", self._events_url(), json=body, allow=(409,))
@@ -686,9 +822,143 @@ class Provider:
         # (deleted ids stay taken). Either way it is ours: bring it back to what the appointment says.
         ref = self._patch(event_id, spec, None)
         if ref is None:
-            raise ProviderError(f"{WHAT} says the copy of appointment {spec.appointment_id} exists but cannot find it",
-                                hint="run `engage sync` again")
+            raise self._lost(spec)
         return ref
+
+    @staticmethod
+    def _lost(spec: CopySpec) -> ProviderError:
+        return ProviderError(f"{WHAT} says the copy of appointment {spec.appointment_id} exists but cannot find it",
+                             hint="run `engage sync` again")
+
+    def put_copy(self, spec: CopySpec, existing: CopyRef | None) -> CopyRef:
+        self._check_writable(spec)
+        if existing is not None:
+            ref = self._patch(existing.remote_id, spec, existing.etag)
+            if ref is not None:
+                return ref
+        return self._create(spec)
+
+    # batches ---------------------------------------------------------------------------------------------------
+    def put_copies(self, work: list[tuple[CopySpec, CopyRef | None]]) -> list[CopyRef | ProviderError]:
+        """put_copy for every item, in order, in batch requests of at most `batch_size` calls (see the module
+        docstring for how each part is resolved and retried). RelinkNeeded / Unreachable raise."""
+        self._check_writable()
+        results: list[CopyRef | ProviderError | None] = [None] * len(work)
+        jobs: list[_Job] = []
+        for index, (spec, existing) in enumerate(work):
+            if spec.end <= spec.start:
+                results[index] = ProviderError(f"the copy of appointment {spec.appointment_id} must end after it "
+                                               "starts")
+            elif existing is not None:
+                jobs.append(_Job(index, spec, "update", existing.remote_id, existing.etag))
+            else:
+                jobs.append(_Job(index, spec, "insert", copy_event_id(spec.appointment_id)))
+        size = max(1, min(int(self.batch_size), BATCH_LIMIT))
+        for chunk in iter_chunks(jobs, size):
+            self._run_batch(chunk, results)
+        return results  # type: ignore[return-value]
+
+    def _part_request(self, job: _Job) -> tuple[str, str, dict, bytes]:
+        """(method, path, headers, body) of the call for `job` inside a batch: the path only, no scheme/host."""
+        headers = {"Content-Type": "application/json; charset=UTF-8"}
+        if job.kind == "insert":
+            method, url, body = "POST", self._events_url(), {"id": job.event_id, **self._body(job.spec)}
+        else:
+            method, url, body = "PATCH", self._events_url(job.event_id), self._body(job.spec)
+            if job.kind == "update" and job.etag:
+                headers["If-Match"] = job.etag
+        return method, urlsplit(url).path, headers, json.dumps(body).encode("utf-8")
+
+    def _send_batch(self, jobs: list[_Job]) -> dict[int, _PartResponse]:
+        """One batch request carrying the next call of every job; job index -> its part of the answer (a job
+        missing from the answer has no entry)."""
+        tag = secrets.token_hex(6)
+        by_content_id = {}
+        parts = []
+        for n, job in enumerate(jobs):
+            content_id = f"item{n}+{tag}"
+            by_content_id[content_id] = job
+            parts.append((content_id, *self._part_request(job)))
+        content_type, payload = _batch_request(parts)
+        response = self.api.send("POST", self.api.batch_url, data=payload, headers={"Content-Type": content_type})
+        answers: dict[int, _PartResponse] = {}
+        for position, (content_id, part) in enumerate(_batch_answer(response)):
+            job = by_content_id.get(content_id) if content_id else (jobs[position] if position < len(jobs) else None)
+            if job is not None:
+                answers[job.index] = part
+        return answers
+
+    def _run_batch(self, jobs: list[_Job], results: list) -> None:
+        from engagecli.providers import http
+
+        tries = self.api.tries
+        pending = list(jobs)
+        refreshed = False
+        waits = 0
+        # each round settles, re-kinds (409 -> adopt, 404 -> insert) or retries every pending job; a job changes
+        # kind at most twice, so the bound below is never reached in practice
+        for _round in range(tries + 4):
+            if not pending:
+                return
+            answers = self._send_batch(pending)
+            again: list[_Job] = []
+            stale: list[_Job] = []
+            retry_after: float | None = None
+            must_wait = unauthorized = False
+            for job in pending:
+                part = answers.get(job.index)
+                status = part.status_code if part is not None else 503
+                if part is not None and 200 <= status < 300:
+                    results[job.index] = self._ref(part, job.event_id)
+                elif status == 401:
+                    unauthorized = True
+                    again.append(job)
+                elif part is None or status in http.RETRY_STATUSES or _is_rate_limited(part):
+                    job.failures += 1
+                    if job.failures >= tries:
+                        answer = f"answering {status}" if part is not None else "leaving it out of its answers"
+                        results[job.index] = ProviderError(
+                            f"{WHAT} kept {answer} to the copy of appointment {job.spec.appointment_id} "
+                            f"after {tries} tries", hint="run `engage sync` again later")
+                        continue
+                    wait = http.retry_after_seconds(part.headers.get("Retry-After")) if part is not None else None
+                    if wait is not None:
+                        retry_after = max(retry_after or 0.0, wait)
+                    must_wait = True
+                    again.append(job)
+                elif job.kind == "insert" and status == 409:
+                    job.kind, job.etag = "adopt", None  # already there (a crash after our insert, or deleted)
+                    again.append(job)
+                elif job.kind == "update" and status in (404, 410):
+                    job.kind, job.event_id, job.etag = "insert", copy_event_id(job.spec.appointment_id), None
+                    again.append(job)
+                elif job.kind == "update" and status == 412:
+                    stale.append(job)
+                elif job.kind == "adopt" and status in (404, 410):
+                    results[job.index] = self._lost(job.spec)
+                else:
+                    error = self.api._status_error(part)
+                    if not isinstance(error, ProviderError):
+                        raise error  # RelinkNeeded (e.g. 403 insufficientPermissions)
+                    results[job.index] = error
+            for job in stale:  # someone edited our copy: refetch and overwrite, one request at a time
+                try:
+                    results[job.index] = self._patch(job.event_id, job.spec, None, stale=True) or self._create(job.spec)
+                except ProviderError as exc:
+                    results[job.index] = exc
+            if unauthorized:
+                if refreshed:
+                    raise RelinkNeeded(f"Google rejected the credentials for {self.api.account}; "
+                                       "run `engage link google` again")
+                self.api.refresh()
+                refreshed = True
+            if must_wait:
+                waits += 1
+                self.api.sleep(http.backoff_delay(waits, retry_after))
+            pending = again
+        for job in pending:
+            results[job.index] = ProviderError(f"{WHAT} did not settle the copy of appointment "
+                                               f"{job.spec.appointment_id}", hint="run `engage sync` again")
 
     def delete_copy(self, ref: CopyRef) -> None:
         self._check_writable()

@@ -24,6 +24,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _corrupt(path: Path, exc: Exception) -> StoreError:
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreError(f"the database {path} is busy (another engage, e.g. a long sync, is writing)",
+                          hint="try again in a moment")
     return StoreError(
         f"the database {path} cannot be read ({exc})",
         hint="restore it from a backup, or move it aside and run `engage` again to start afresh",

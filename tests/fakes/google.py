@@ -19,20 +19,33 @@ insert (client-chosen base32hex id, 409 on an existing id -- deleted ones too), 
 status=cancelled), patch/update (If-Match -> 412, new etag each write, nested dicts merged on patch),
 delete (410 when already deleted). Writes to a reader calendar answer 403.
 
+Batch: POST /batch/calendar/v3 takes multipart/mixed (at most 1000 parts, each `Content-Type: application/http`
+holding an inner request with a path-only target, its headers and body; the outer Authorization applies to parts
+without their own), serves every part through the same handlers as single requests (auth per part: an expired
+token answers 401 in the parts, the batch itself 200) and answers multipart/mixed with one
+`Content-ID: <response-ID>` part per request part, in order: an HTTP status line, headers and body.
+
 Fault injection: `fail_next(count, status, retry_after=None, reason=None)` makes the next `count` API
-requests (not OAuth) answer `status`. `api_requests` counts API requests; `log` keeps (method, path, query).
+requests (not OAuth; a batch is one request) answer `status`. `fail_parts({part index: status}, retry_after=None,
+reason=None)` makes those parts of the next batch answer `status` (each call queues one batch).
+`api_requests` counts API requests (a batch counts once); `log` keeps (method, path, query) of them;
+`batch_parts` keeps (method, path, query) of every part served and `batches` the number of parts of each batch.
 """
 
 from __future__ import annotations
 
 import base64
+import email.message
 import hashlib
+import http.client
+import io
 import itertools
 import json
 import re
 import secrets
 import threading
 from datetime import date, datetime, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -69,6 +82,32 @@ def _merge(target: dict, patch: dict) -> None:
             target[key] = value
 
 
+def _answer(status: int, body=None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    out = dict(headers or {})
+    if body is not None:
+        out.setdefault("Content-Type", "application/json; charset=UTF-8")
+    return status, out, data
+
+
+def _head_and_body(data: bytes) -> tuple[bytes, bytes]:
+    """Split at the first empty line (CRLF or bare LF); header lines come back CRLF-joined."""
+    m = re.search(rb"\r?\n\r?\n", data)
+    head, body = (data, b"") if m is None else (data[:m.start()], data[m.end():])
+    return b"\r\n".join(head.splitlines()), body
+
+
+def _multipart_parts(body: bytes, boundary: str) -> list[bytes] | None:
+    """The bodies of a multipart entity (None when it has no close delimiter)."""
+    pieces = re.split(rb"(?:^|\r?\n)--" + re.escape(boundary.encode("latin-1")), body)
+    parts = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            return parts
+        parts.append(piece.partition(b"\n")[2])
+    return None
+
+
 class GoogleFake:
     def __init__(self, folder, *, page_size: int = 3, account: str = "advisor@example.com"):
         self.https = HttpsServer(_Handler, Path(folder))
@@ -92,6 +131,9 @@ class GoogleFake:
         self.api_requests = 0
         self.token_requests: list[str] = []  # grant types, in order
         self.log: list[tuple[str, str, dict]] = []
+        self.part_faults: list[dict[int, tuple[int, str | None, str | None]]] = []
+        self.batch_parts: list[tuple[str, str, dict]] = []
+        self.batches: list[int] = []
         self.authorize_requests: list[dict] = []
         self.consent = "allow"  # allow | deny
         self.granted_scopes: list[str] | None = None  # None: grant what was asked
@@ -157,6 +199,12 @@ class GoogleFake:
         with self.lock:
             self.faults.extend([(status, retry_after, reason)] * count)
 
+    def fail_parts(self, statuses: dict[int, int], *, retry_after: str | None = None,
+                   reason: str | None = None) -> None:
+        """The next batch request answers `status` for each of its parts `index` (0-based) in `statuses`."""
+        with self.lock:
+            self.part_faults.append({i: (status, retry_after, reason) for i, status in statuses.items()})
+
     # calendar state ----------------------------------------------------------------------------------------------
     def add_calendar(self, cal_id: str, summary: str, *, primary: bool = False, role: str = "owner") -> None:
         self.calendars[cal_id] = {"meta": {"kind": "calendar#calendarListEntry", "id": cal_id, "summary": summary,
@@ -217,12 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.fake
 
     # plumbing ------------------------------------------------------------------------------------------------------
-    def _send(self, status: int, body=None, headers: dict | None = None) -> None:
+    def _send(self, status: int, body=None, headers: dict | None = None, content_type: str | None = None) -> None:
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         self.send_response(status)
         if body is not None:
-            self.send_header("Content-Type", "application/json; charset=UTF-8" if not isinstance(body, bytes)
-                             else "text/html; charset=UTF-8")
+            self.send_header("Content-Type", content_type or ("application/json; charset=UTF-8"
+                                                              if not isinstance(body, bytes)
+                                                              else "text/html; charset=UTF-8"))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
@@ -259,24 +308,42 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         path = parts.path
-        fake = self.fake
         if path == "/o/oauth2/auth" and method == "GET":
             return self._authorize(query)
         if path == "/token" and method == "POST":
             return self._token()
+        if path == "/batch/calendar/v3":
+            fault = self._enter(method, path, query)
+            if fault is not None:
+                return self._fault(fault)
+            if method != "POST":
+                return self._send(405, _error(405, "httpMethodNotAllowed", "Batch requests are POSTs."))
+            return self._batch()
         if not path.startswith("/calendar/v3/"):
             return self._send(404, _error(404, "notFound", "Not Found"))
+        self._calendar_api(method, path, query)
+
+    def _enter(self, method: str, path: str, query: dict):
+        """Count one API request; the fault to answer instead, if one is queued."""
+        fake = self.fake
         with fake.lock:
             fake.api_requests += 1
             fake.log.append((method, path, query))
-            fault = fake.faults.pop(0) if fake.faults else None
+            return fake.faults.pop(0) if fake.faults else None
+
+    def _fault(self, fault) -> None:
+        self._body()
+        status, retry_after, reason = fault
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        reason = reason or {429: "rateLimitExceeded", 400: "badRequest", 401: "authError"}.get(status, "backendError")
+        domain = "usageLimits" if "Limit" in reason else "global"
+        return self._send(status, _error(status, reason, f"injected {status}", domain), headers)
+
+    def _calendar_api(self, method: str, path: str, query: dict) -> None:
+        fake = self.fake
+        fault = self._enter(method, path, query)
         if fault is not None:
-            self._body()
-            status, retry_after, reason = fault
-            headers = {"Retry-After": retry_after} if retry_after else {}
-            reason = reason or {429: "rateLimitExceeded", 400: "badRequest"}.get(status, "backendError")
-            domain = "usageLimits" if "Limit" in reason else "global"
-            return self._send(status, _error(status, reason, f"injected {status}", domain), headers)
+            return self._fault(fault)
         auth = self.headers.get("Authorization") or ""
         with fake.lock:
             rt = fake.access_tokens.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
@@ -303,6 +370,65 @@ class _Handler(BaseHTTPRequestHandler):
                 if len(segs) == 4:
                     return self._one(cal, segs[3], method)
         return self._send(404, _error(404, "notFound", "Not Found"))
+
+    # Batch ---------------------------------------------------------------------------------------------------------
+    def _batch(self) -> None:
+        fake = self.fake
+        body = self._body()
+        ctype = email.message.Message()
+        ctype["Content-Type"] = self.headers.get("Content-Type") or ""
+        boundary = ctype.get_param("boundary")
+        if ctype.get_content_type() != "multipart/mixed" or not isinstance(boundary, str) or not boundary:
+            return self._send(400, _error(400, "badContent", "A batch must be multipart/mixed with a boundary."))
+        parts = _multipart_parts(body, boundary)
+        if parts is None or not parts:
+            return self._send(400, _error(400, "badContent", "Malformed multipart body."))
+        if len(parts) > 1000:
+            return self._send(400, _error(400, "batchSizeTooLarge", "A batch may hold at most 1000 calls."))
+        with fake.lock:
+            faults = fake.part_faults.pop(0) if fake.part_faults else {}
+            fake.batches.append(len(parts))
+        out_boundary = "batch_" + secrets.token_urlsafe(12)
+        out = []
+        for index, raw in enumerate(parts):
+            part_head, inner = _head_and_body(raw)
+            part_headers = http.client.parse_headers(io.BytesIO(part_head + b"\r\n\r\n"))
+            content_id = (part_headers.get("Content-ID") or "").strip()
+            status, headers, data = self._serve_part(part_headers, inner, faults.get(index), index)
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "Unknown"
+            lines = [f"--{out_boundary}", "Content-Type: application/http"]
+            if content_id:
+                lines.append(f"Content-ID: <response-{content_id.strip('<>')}>")
+            lines += ["", f"HTTP/1.1 {status} {phrase}", *(f"{k}: {v}" for k, v in headers.items()),
+                      f"Content-Length: {len(data)}", "", ""]
+            out.append("\r\n".join(lines).encode() + data + b"\r\n")
+        out.append(f"--{out_boundary}--\r\n".encode())
+        self._send(200, b"".join(out), content_type=f"multipart/mixed; boundary={out_boundary}")
+
+    def _serve_part(self, part_headers, inner: bytes, fault, index: int) -> tuple[int, dict, bytes]:
+        if (part_headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/http":
+            return _answer(400, _error(400, "badContent", "Each batch part must be application/http."))
+        head, body = _head_and_body(inner)
+        lines = head.decode("latin-1").split("\r\n") if head else []
+        request_line = (lines[0] if lines else "").split()
+        if len(request_line) < 2 or not request_line[1].startswith("/"):
+            return _answer(400, _error(400, "invalid", "A batched request needs a method and a path-only URL."))
+        headers = http.client.parse_headers(io.BytesIO("\r\n".join(lines[1:]).encode("latin-1") + b"\r\n\r\n"))
+        if headers.get("Authorization") is None and self.headers.get("Authorization"):
+            headers["Authorization"] = self.headers["Authorization"]
+        if headers.get("Content-Length") is not None:
+            body = body[:int(headers["Content-Length"])]
+        method, target = request_line[0].upper(), request_line[1]
+        parts = urlsplit(target)
+        if not parts.path.startswith("/calendar/v3/"):
+            return _answer(404, _error(404, "notFound", "Not Found"))
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        handler = _PartHandler(self, index, target, headers, body, fault)
+        handler._calendar_api(method, parts.path, query)
+        return handler.answer or _answer(500, _error(500, "backendError", "no answer"))
 
     # OAuth ---------------------------------------------------------------------------------------------------------
     def _authorize(self, q: dict) -> None:
@@ -499,3 +625,32 @@ class _Handler(BaseHTTPRequestHandler):
             event.setdefault("status", "confirmed")
         fake._stamp(event)
         self._send(200, GoogleFake.public(event))
+
+
+class _PartHandler(_Handler):
+    """Serves one inner request of a batch through the very handlers of single requests: not a socket handler,
+    it captures the answer instead of writing it."""
+
+    def __init__(self, outer: _Handler, index: int, target: str, headers, body: bytes, fault):
+        self.server = outer.server
+        self.index = index
+        self.path = target
+        self.headers = headers
+        self.data = body
+        self.part_fault = fault
+        self.answer: tuple[int, dict, bytes] | None = None
+
+    def _body(self) -> bytes:
+        return self.data
+
+    def _send(self, status: int, body=None, headers: dict | None = None, content_type: str | None = None) -> None:
+        if self.answer is None:
+            status, out, data = _answer(status, body, headers)
+            if content_type:
+                out["Content-Type"] = content_type
+            self.answer = (status, out, data)
+
+    def _enter(self, method: str, path: str, query: dict):
+        with self.fake.lock:
+            self.fake.batch_parts.append((method, path, query))
+        return self.part_fault
