@@ -462,3 +462,224 @@ def test_copies_are_recognised_in_incremental_pulls(harness):
     harness.provider().delete_copy(CopyRef(ref.remote_id))
     result3, _ = pull_all(harness.provider(), result2.cursor)
     assert ref.remote_id in result3.deleted
+
+
+# --------------------------------------------------------------------------------------------- $batch
+
+
+def batch_work(prefix: str, n: int, *, shift: timedelta = timedelta(0), refs=None):
+    return [(spec(f"{prefix}{i}", T0 + timedelta(hours=i) + shift), refs[i] if refs else None) for i in range(n)]
+
+
+def put_all(p, work):
+    from engagecli.providers.base import iter_chunks
+
+    out = []
+    for chunk in iter_chunks(work, p.batch_size):
+        out.extend(p.put_copies(chunk))
+    return out
+
+
+def expected_copies(work):
+    return {s.appointment_id: [(s.start, s.end)] for s, _ in work}
+
+
+def test_fifty_copies_in_batches_then_fifty_updates(harness):
+    fake = harness.fake
+    p = harness.provider()
+    p.list_calendars()  # sign-in done
+    assert p.batch_size == 20
+    work = batch_work("b", 50)
+    before = len(fake.graph_requests())
+    refs = put_all(p, work)
+    # per chunk of 20: one batch of marker lookups, one batch of creates; nothing else went over the wire
+    assert fake.batch_requests() == 6
+    assert len(fake.graph_requests()) - before == 6
+    assert [len(b) for b in fake.batch_log] == [20, 20, 20, 20, 10, 10]
+    assert [{m for m, _ in b} for b in fake.batch_log] == [{"GET"}, {"POST"}] * 3
+    assert all(url.startswith("/me/") for b in fake.batch_log for _, url in b)  # relative to the version
+    assert harness.remote_copies() == expected_copies(work)
+    assert all(isinstance(r, CopyRef) for r in refs)
+    for (s, _), ref in zip(work, refs):  # in order, matched by id although the answers came shuffled
+        ev = fake.events[ref.remote_id]
+        assert ev["props"][microsoft.MARKER_PROP] == s.appointment_id and ev["start"] == s.start
+        assert ref.etag == ev["etag"]
+    assert not fake.violations  # every item carried its own Prefer header
+    # all 50 moved by an hour: known copies are PATCHed with If-Match, 20 to a batch, no lookups
+    moved = batch_work("b", 50, shift=timedelta(hours=1), refs=refs)
+    refs2 = put_all(p, moved)
+    assert fake.batch_requests() == 9
+    assert [{m for m, _ in b} for b in fake.batch_log[6:]] == [{"PATCH"}] * 3
+    assert [r.remote_id for r in refs2] == [r.remote_id for r in refs]
+    assert harness.remote_copies() == expected_copies(moved)
+
+
+def test_engine_pushes_fifty_appointments_in_batches(harness, tmp_path):
+    from engagecli.core.models import Appointment
+    from engagecli.store import Store
+    from engagecli.sync.engine import sync_calendar
+
+    fake = harness.fake
+    now = T0 - timedelta(days=1)
+    store = Store.open(tmp_path / "engage.db")
+    cal = harness.cal
+    cal.copy_appointments = True
+    store.add_calendar(cal, now)
+    for i in range(50):
+        start = T0 + timedelta(hours=i)
+        store.add_appointment(Appointment(f"e{i}", start, start + timedelta(minutes=45), "Europe/Oslo", "Review"), now)
+    report = sync_calendar(store, harness.provider(), store.get_calendar(cal.id), now=now, window=WINDOW)
+    assert report.status == "ok" and report.copied == 50
+    assert fake.batch_requests() == 6
+    assert len(fake.graph_requests("POST")) == 6  # the batches are the only POSTs: no single creates
+    want = {f"e{i}": [(T0 + timedelta(hours=i), T0 + timedelta(hours=i, minutes=45))] for i in range(50)}
+    assert harness.remote_copies() == want
+    # the next sync sees our copies in the pull and pushes nothing
+    report2 = sync_calendar(store, harness.provider(), store.get_calendar(cal.id), now=now, window=WINDOW)
+    assert report2.status == "ok" and report2.copied == report2.updated == 0 and report2.pulled == 0
+    assert fake.batch_requests() == 6
+    assert harness.remote_copies() == want
+    store.close()
+
+
+def test_throttled_items_are_retried_alone_after_the_largest_retry_after(harness, sleeps):
+    fake = harness.fake
+    work = batch_work("t", 10)
+    fake.fail_items(1, 429, "3", method="POST", contains='"t2"')
+    fake.fail_items(1, 429, "9", method="POST", contains='"t5"')
+    fake.fail_items(1, 503, None, method="POST", contains='"t7"')
+    refs = harness.provider().put_copies(work)
+    assert all(isinstance(r, CopyRef) for r in refs)
+    assert sleeps == [9.0]
+    assert [len(b) for b in fake.batch_log] == [10, 10, 3]  # lookups, writes, the three again
+    assert harness.remote_copies() == expected_copies(work)
+    assert len(fake.live(harness.cal.remote_id)) == 10
+
+
+def test_throttled_lookups_are_retried_too(harness, sleeps):
+    fake = harness.fake
+    work = batch_work("l", 4)
+    fake.fail_items(2, 429, "2", method="GET")
+    refs = harness.provider().put_copies(work)
+    assert all(isinstance(r, CopyRef) for r in refs)
+    assert sleeps == [2.0]
+    assert [len(b) for b in fake.batch_log] == [4, 2, 4]
+    assert harness.remote_copies() == expected_copies(work)
+
+
+def test_items_throttled_too_long_raise_unreachable_and_a_rerun_makes_no_duplicates(harness, sleeps):
+    fake = harness.fake
+    work = batch_work("u", 5)
+    fake.fail_items(100, 429, "1", method="POST", contains='"u1"')
+    with pytest.raises(Unreachable) as info:
+        harness.provider().put_copies(work)
+    assert "429" in str(info.value)
+    assert sleeps == [1.0] * (microsoft.BATCH_TRIES - 1)
+    assert fake.batch_requests() == 1 + microsoft.BATCH_TRIES
+    assert set(harness.remote_copies()) == {"u0", "u2", "u3", "u4"}  # written, but the engine never heard
+    fake.item_faults.clear()
+    refs = harness.provider().put_copies(work)  # the next sync: no mapping for any of them
+    assert all(isinstance(r, CopyRef) for r in refs)
+    assert harness.remote_copies() == expected_copies(work)
+
+
+def test_repeated_batch_after_a_crash_makes_no_duplicates(harness):
+    fake = harness.fake
+    work = batch_work("c", 12)
+    first = harness.provider().put_copies(work)  # ... and the process dies before the mapping is saved
+    again = harness.provider().put_copies(work)
+    assert [r.remote_id for r in again] == [r.remote_id for r in first]
+    assert harness.remote_copies() == expected_copies(work)
+    assert {m for m, _ in fake.batch_log[-1]} == {"PATCH"}  # found by marker: updated, not created
+    # the appointments changed before the rerun (another transactionId): still found by the marker
+    moved = batch_work("c", 12, shift=timedelta(days=1))
+    third = harness.provider().put_copies(moved)
+    assert [r.remote_id for r in third] == [r.remote_id for r in first]
+    assert harness.remote_copies() == expected_copies(moved)
+
+
+def test_lagging_filter_index_is_covered_by_the_transaction_id(harness):
+    """The lookup may not see a copy written a moment ago: the repeated POST (same transactionId) returns it."""
+    fake = harness.fake
+    fake.index_lag = True
+    work = batch_work("x", 6)
+    first = harness.provider().put_copies(work)
+    again = harness.provider().put_copies(work)
+    assert [r.remote_id for r in again] == [r.remote_id for r in first]
+    assert {m for m, _ in fake.batch_log[-1]} == {"POST"}
+    assert harness.remote_copies() == expected_copies(work)
+
+
+def test_a_refused_item_fails_alone(harness):
+    fake = harness.fake
+    work = batch_work("e", 6)
+    fake.fail_items(1, 400, None, method="POST", contains='"e3"')
+    refs = harness.provider().put_copies(work)
+    assert isinstance(refs[3], microsoft.ProviderError) and "400" in str(refs[3])
+    assert all(isinstance(r, CopyRef) for i, r in enumerate(refs) if i != 3)
+    assert harness.remote_copies() == {k: v for k, v in expected_copies(work).items() if k != "e3"}
+    assert fake.batch_requests() == 2  # not retried
+
+
+def test_conflicts_and_deleted_copies_in_a_batch_go_the_single_way(harness):
+    fake = harness.fake
+    work = batch_work("k", 4)
+    refs = harness.provider().put_copies(work)
+    fake.edit_event(refs[1].remote_id, subject="edited in Outlook")  # 412 on our If-Match
+    fake.delete_event(refs[2].remote_id)  # 404
+    moved = batch_work("k", 4, shift=timedelta(hours=3), refs=refs)
+    refs2 = harness.provider().put_copies(moved)
+    assert all(isinstance(r, CopyRef) for r in refs2)
+    assert refs2[1].remote_id == refs[1].remote_id and refs2[2].remote_id != refs[2].remote_id
+    assert fake.events[refs[1].remote_id]["subject"] == "Customer meeting"
+    assert harness.remote_copies() == expected_copies(moved)
+
+
+def test_duplicates_from_an_old_crash_are_merged_in_a_batch(harness):
+    fake = harness.fake
+    for _ in range(2):
+        fake.add_event(harness.cal.remote_id, T0, T0 + timedelta(minutes=30), "old",
+                       props={microsoft.MARKER_PROP: "m1"})
+    work = batch_work("m", 3)
+    refs = harness.provider().put_copies(work)
+    assert all(isinstance(r, CopyRef) for r in refs)
+    assert harness.remote_copies() == expected_copies(work)
+
+
+def test_batch_request_throttled_or_unauthorised_as_a_whole(harness, sleeps):
+    fake = harness.fake
+    p = harness.provider()
+    p.list_calendars()
+    fake.fail_next(2, 429, retry_after="4")
+    assert all(isinstance(r, CopyRef) for r in p.put_copies(batch_work("w", 3)))
+    assert sleeps == [4.0, 4.0]
+    fake.invalidate_access_tokens()
+    assert all(isinstance(r, CopyRef) for r in p.put_copies(batch_work("v", 3)))
+    assert fake.grants["refresh_token"] == 1
+    fake.revoke()
+    with pytest.raises(RelinkNeeded):
+        harness.provider().put_copies(batch_work("r", 3))
+    assert set(harness.remote_copies()) == {"w0", "w1", "w2", "v0", "v1", "v2"}
+
+
+def test_fake_batch_rules(harness):
+    """The fake refuses what Graph refuses: more than 20 items, items without Prefer or without Content-Type."""
+    fake = harness.fake
+    p = harness.provider()
+    cal = f"/me/calendars/{harness.cal.remote_id}/events"
+    too_many = [{"id": str(i), "method": "GET", "url": "/me/calendars", "headers": {"Prefer": microsoft.PREFER}}
+                for i in range(21)]
+    assert p.graph.send("POST", "/$batch", json_body={"requests": too_many}).status_code == 400
+    body = microsoft.Provider._copy_body(p, spec("f1", T0))
+    items = [
+        {"id": "a", "method": "GET", "url": "/me/calendars"},  # no Prefer on the item
+        {"id": "b", "method": "POST", "url": cal, "headers": {"Prefer": microsoft.PREFER}, "body": body},
+        {"id": "c", "method": "GET", "url": "/me/calendars", "headers": {"Prefer": microsoft.PREFER}},
+    ]
+    resp = p.graph.send("POST", "/$batch", json_body={"requests": items})
+    assert resp.status_code == 200
+    got = {r["id"]: r for r in resp.json()["responses"]}
+    assert got["a"]["status"] == 400 and got["a"]["body"]["error"]["code"] == "FakeNeedsPrefer"
+    assert got["b"]["status"] == 400 and "Content-Type" in got["b"]["body"]["error"]["message"]
+    assert got["c"]["status"] == 200 and got["c"]["body"]["value"]
+    assert not harness.remote_copies()

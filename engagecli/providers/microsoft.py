@@ -40,7 +40,28 @@ Copies (`put_copy` / `delete_copy`)
     ErrorDuplicateTransactionId (the id made another, e.g. since deleted, event) -> one POST with a fresh id.
     With `existing`, PATCH with If-Match; 412 -> refetch and overwrite; 404 -> create again. DELETE: 404 fine.
     Times are sent in UTC with timeZone "UTC", showAs busy, no attendees. 429 (Retry-After) and 5xx are retried
-    by engagecli.providers.http. Not done: $batch (<= 20 per request) for many copies at once.
+    by engagecli.providers.http.
+
+Many copies (`put_copies`, JSON batching: POST {graph}/$batch, at most BATCH_SIZE = 20 items)
+    The engine hands over chunks of up to 20 (spec, existing). Items carry relative URLs, their own Prefer header
+    and, with a body, Content-Type; answers come in any order and are matched by id. Per chunk:
+    1. lookup batch (only for items without `existing`): one GET $filter-on-the-marker item per appointment,
+       exactly the request put_copy makes (only the documented single-value filter form; no `or` over ids);
+    2. write batch: POST (transactionId + marker) for items with no copy found, PATCH with If-Match for items
+       with `existing` or exactly one copy found.
+    So 20 new copies cost 2 requests (put_copy: 40), 20 updates 1 (put_copy: 20). The lookup batch is complete
+    before any POST is sent, so crash safety is the same as put_copy's: what a crash left on the server is found
+    by its marker and updated. Where the lookup cannot see it (Exchange's filter index lags behind a write),
+    we rely on Graph answering a repeated POST with the same transactionId (appointment id + content hash)
+    with the existing event, as put_copy does; a retried item is always sent with the same transactionId.
+    Items answered 429/500/502/503/504 (Graph runs at most 4 items of a batch against a mailbox at a time and
+    may throttle the rest: MailboxConcurrency) are sent again, just those, in a new batch after the largest
+    Retry-After among them (else exponential backoff), BATCH_TRIES batches in all; still refused -> Unreachable
+    is raised (as put_copy would: the items written so far are found by marker next time). Items answered
+    401, 404/410 or 412 on a PATCH, or ErrorDuplicateTransactionId, and items whose lookup found duplicates
+    (an old crash), go through the single-request path for that item. Any other 4xx -> that item's
+    ProviderError; a 404 on a POST (calendar gone) raises RelinkNeeded. A 401 on the batch itself: one forced
+    token refresh, then RelinkNeeded (as for every request).
 
 Tokens: acquire_token_silent_with_error with the cached account; None / invalid_grant / interaction_required
 -> RelinkNeeded. MSAL may serve a cached access token after revocation, so a Graph 401 forces one refresh
@@ -58,7 +79,7 @@ import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from engagecli.core.models import Occurrence
 from engagecli.errors import EngageError, ProviderError, RelinkNeeded, Unreachable, UsageError
@@ -84,6 +105,8 @@ MARKER_GUID = "{8f2d6c1e-4b7a-4e59-9c3d-5a1e7b2f90c4}"
 MARKER_PROP = f"String {MARKER_GUID} Name EngageAppointmentId"
 TRANSACTION_NAMESPACE = uuid.UUID("3c8e1f0a-9b4d-5e2f-8a71-6d0c4b9e2a15")
 PAGE_SIZE = 50
+BATCH_SIZE = 20  # Graph's limit of requests in one $batch
+BATCH_TRIES = 5  # batches per chunk of items answered 429/5xx, the first one included
 PREFER = 'outlook.timezone="UTC", IdType="ImmutableId"'
 MICROSOFT_AUTHORITY_HOSTS = frozenset({
     "login.microsoftonline.com", "login.microsoft.com", "login.windows.net", "login.microsoftonline.us",
@@ -218,6 +241,38 @@ def _marker_value(props) -> str | None:
             value = prop.get("value")
             return value if isinstance(value, str) and value else None
     return None
+
+
+class _ItemResponse:
+    """One answer inside a $batch reply, shaped like a requests.Response for _json/_graph_code/_failure."""
+
+    def __init__(self, item: dict):
+        try:
+            self.status_code = int(item.get("status"))
+        except (TypeError, ValueError):
+            self.status_code = 0
+        headers = item.get("headers")
+        self.headers = {str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+        self._body = item.get("body")
+
+    def json(self):
+        body = self._body
+        if isinstance(body, str):  # a non-JSON content type comes base64-encoded
+            try:
+                return json.loads(body)
+            except ValueError:
+                import base64
+
+                try:
+                    return json.loads(base64.b64decode(body, validate=True))
+                except (ValueError, TypeError):
+                    raise ValueError("not JSON") from None
+        if body is None:
+            raise ValueError("no body")
+        return body
+
+    def retry_after(self) -> float | None:
+        return http.retry_after_seconds(self.headers.get("retry-after"))
 
 
 # --------------------------------------------------------------------------------------------- token cache file
@@ -498,6 +553,7 @@ class Provider:
     can_read_busy = True
     can_copy = True
     supports_incremental = True
+    batch_size = BATCH_SIZE
 
     def __init__(self, *, remote_id: str, account: str, client_id: str, authority: str, graph_url: str,
                  home_account_id: str, cache_path: Path, cache_key: str, timezone: str = "UTC", session=None):
@@ -752,11 +808,14 @@ class Provider:
             "singleValueExtendedProperties": [{"id": MARKER_PROP, "value": spec.appointment_id}],
         }
 
-    def _find_copies(self, appointment_id: str) -> list[dict]:
+    @staticmethod
+    def _find_params(appointment_id: str) -> dict:
         flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq {_odata_string(MARKER_PROP)} "
                f"and ep/value eq {_odata_string(appointment_id)})")
-        params = {"$filter": flt, "$select": "id", "$top": "10"}
-        return [ev for ev in self.graph.get_all(f"{self._calendar_path()}/events", params,
+        return {"$filter": flt, "$select": "id", "$top": "10"}
+
+    def _find_copies(self, appointment_id: str) -> list[dict]:
+        return [ev for ev in self.graph.get_all(f"{self._calendar_path()}/events", self._find_params(appointment_id),
                                                 "looking up a copied appointment") if ev.get("id")]
 
     def put_copy(self, spec: CopySpec, existing: CopyRef | None) -> CopyRef:
@@ -822,3 +881,146 @@ class Provider:
 
     def delete_copy(self, ref: CopyRef) -> None:
         self._delete(ref.remote_id)
+
+    # many copies: $batch --------------------------------------------------------------------------------------
+    def put_copies(self, work: list[tuple[CopySpec, CopyRef | None]]) -> list:
+        """put_copy for each item of `work` (at most BATCH_SIZE), in order, in one lookup batch (items without
+        `existing`) and one write batch (see the module docstring). A failed item is its ProviderError (or
+        UsageError for a spec that ends before it starts); RelinkNeeded / Unreachable raise."""
+        if len(work) > BATCH_SIZE:
+            out: list = []
+            for i in range(0, len(work), BATCH_SIZE):
+                out.extend(self.put_copies(work[i:i + BATCH_SIZE]))
+            return out
+        results: list = [None] * len(work)
+        for i, (spec, _existing) in enumerate(work):
+            if spec.end <= spec.start:
+                results[i] = UsageError("a copy must end after it starts")
+        try:
+            self._put_batch(work, results)
+        except ProviderError as exc:  # the batch as a whole was refused: every item not done yet failed with it
+            results = [exc if r is None else r for r in results]
+        return results
+
+    def _put_batch(self, work: list, results: list) -> None:
+        targets: dict[int, tuple[str, str | None]] = {}  # item -> (event id, etag) to PATCH; else POST
+        fresh = []
+        for i, (_spec, existing) in enumerate(work):
+            if results[i] is not None:
+                continue
+            if existing is not None:
+                targets[i] = (existing.remote_id, existing.etag)
+            else:
+                fresh.append(i)
+        if fresh:  # crash safety: a copy of ours already there (found by marker) is updated, never made twice
+            base = f"{self._calendar_path()}/events?"
+            lookups = {str(i): {"method": "GET", "headers": {"Prefer": PREFER},
+                                "url": base + urlencode(self._find_params(work[i][0].appointment_id),
+                                                        quote_via=quote)} for i in fresh}
+            answers = self._batch(lookups, "looking up copied appointments")
+            for i in fresh:
+                spec, existing = work[i]
+                a = answers[str(i)]
+                if a.status_code == 401:
+                    results[i] = self._single(spec, existing)
+                    continue
+                if a.status_code != 200:
+                    results[i] = self._item_error(a, "looking up a copied appointment")
+                    continue
+                try:
+                    body = a.json()
+                    found = [ev for ev in body.get("value", []) if isinstance(ev, dict) and ev.get("id")]
+                except (ValueError, AttributeError, TypeError):
+                    results[i] = ProviderError("Microsoft Graph answered a lookup in a batch with something "
+                                               "that is not JSON", hint="try again later")
+                    continue
+                if len(found) > 1 or body.get("@odata.nextLink"):
+                    results[i] = self._single(spec, existing)  # duplicates from an old crash: put_copy merges them
+                elif found:
+                    targets[i] = (found[0]["id"], found[0].get("@odata.etag"))
+        writes: dict[str, dict] = {}
+        for i, (spec, _existing) in enumerate(work):
+            if results[i] is not None:
+                continue
+            body = self._copy_body(spec)
+            headers = {"Content-Type": "application/json", "Prefer": PREFER}
+            if i in targets:
+                event_id, etag = targets[i]
+                if etag:
+                    headers["If-Match"] = etag
+                writes[str(i)] = {"method": "PATCH", "url": f"/me/events/{_q(event_id)}", "headers": headers,
+                                  "body": body}
+            else:
+                body["transactionId"] = _transaction_id(spec.appointment_id, spec.content_hash)
+                writes[str(i)] = {"method": "POST", "url": f"{self._calendar_path()}/events", "headers": headers,
+                                  "body": body}
+        if not writes:
+            return
+        answers = self._batch(writes, "copying appointments")
+        for key, req in writes.items():
+            i = int(key)
+            spec, existing = work[i]
+            a = answers[key]
+            if a.status_code in (200, 201):
+                try:
+                    ev = a.json()
+                    event_id = ev.get("id") or (targets[i][0] if i in targets else None)
+                except (ValueError, AttributeError):
+                    ev, event_id = {}, None
+                if not event_id:
+                    results[i] = ProviderError("Microsoft Graph wrote a copy in a batch but did not say its id")
+                else:
+                    results[i] = CopyRef(event_id, ev.get("@odata.etag"))
+            elif req["method"] == "POST" and _graph_code(a).lower() == "errorduplicatetransactionid":
+                # that transactionId made another (since deleted or changed) event: one new POST with a fresh id
+                results[i] = self._single(spec, existing, lambda s=spec: self._create(
+                    self._copy_body(s), s, f"\n{uuid.uuid4().hex}", again=False))
+            elif req["method"] == "POST" and a.status_code == 404:
+                raise RelinkNeeded(f"the Microsoft calendar is gone or no longer shared with {self.account}; "
+                                   f"{RELINK_HINT}")
+            elif a.status_code == 401 or (req["method"] == "PATCH" and a.status_code in (404, 410, 412)):
+                results[i] = self._single(spec, existing)  # refresh / re-create / refetch-and-overwrite
+            else:
+                results[i] = self._item_error(a, "copying an appointment")
+
+    def _single(self, spec: CopySpec, existing: CopyRef | None, call=None):
+        """The single-request path for one item of a batch: its CopyRef or its ProviderError."""
+        try:
+            return call() if call else self.put_copy(spec, existing)
+        except ProviderError as exc:
+            return exc
+
+    @staticmethod
+    def _item_error(answer: "_ItemResponse", doing: str) -> ProviderError:
+        if answer.status_code == 0:
+            raise Unreachable(f"Microsoft Graph left a request of a batch unanswered while {doing}",
+                              hint="run `engage sync` again later")
+        err = _failure(answer, doing)
+        if not isinstance(err, ProviderError):
+            raise err  # Unreachable: throttled or unavailable after every retry
+        return err
+
+    def _batch(self, items: dict[str, dict], doing: str) -> dict[str, _ItemResponse]:
+        """Send `items` (id -> {"method", "url", "headers", "body"}) as one $batch; items answered 429/5xx (or
+        not at all) are sent again, only those, after the largest Retry-After among them, up to BATCH_TRIES
+        batches. Returns id -> the last answer (status 0: never answered)."""
+        pending = dict(items)
+        answers: dict[str, _ItemResponse] = {}
+        for attempt in range(1, BATCH_TRIES + 1):
+            payload = {"requests": [dict(req, id=key) for key, req in pending.items()]}
+            resp = self.graph.send("POST", "/$batch", json_body=payload)
+            if resp.status_code != 200:
+                raise _failure(resp, doing)
+            got: dict[str, _ItemResponse] = {}
+            for item in _json(resp).get("responses") or []:
+                if isinstance(item, dict) and str(item.get("id")) in pending:
+                    got[str(item["id"])] = _ItemResponse(item)
+            for key in pending:
+                answers[key] = got.get(key) or _ItemResponse({"status": 0})
+            again = [key for key in pending if answers[key].status_code in http.RETRY_STATUSES | {0}]
+            if not again or attempt == BATCH_TRIES:
+                break
+            waits = [w for w in (answers[key].retry_after() for key in again) if w is not None]
+            _sleep(http.backoff_delay(attempt, max(waits) if waits else None))
+            pending = {key: items[key] for key in again}
+        return answers

@@ -21,11 +21,19 @@ Graph (root <url>/v1.0; every request needs a live access token, else 401):
     POST   /me/calendars/{id}/events  transactionId: same event again -> the existing one; used by another or a
            deleted event -> 400 ErrorDuplicateTransactionId
     GET/PATCH/DELETE /me/events/{id}  PATCH honours If-Match (412 ErrorIrresolvableConflict); 404 ErrorItemNotFound
-    Requests without Prefer outlook.timezone="UTC" and IdType="ImmutableId" are refused (400 FakeNeedsPrefer).
+    POST   /$batch  {"requests": [{"id", "method", "url" (relative, e.g. "/me/events/{id}"), "headers", "body"}]}
+           -> 200 {"responses": [{"id", "status", "headers", "body"}]} in a shuffled order. At most 20 items and
+           unique ids (else 400 for the whole batch); an item with a body needs a Content-Type header (else that
+           item answers 400); each item goes through the same handlers as a single request, with ITS headers
+           (Prefer, If-Match). The batch counts as one request in `log`; its items go to `batch_log`.
+    Requests without Prefer outlook.timezone="UTC" and IdType="ImmutableId" are refused (400 FakeNeedsPrefer); in
+    a batch this applies to each item (the Prefer of the batch request itself is ignored, as by Graph).
 
 Test controls: add_event / add_series / edit_event / delete_event (another client), copies(), revoke(),
-invalidate_access_tokens(), expire_delta_tokens(), fail_next(n, status, retry_after), counters `log`
-(method, path) and `grants` (grant type -> count).
+invalidate_access_tokens(), expire_delta_tokens(), fail_next(n, status, retry_after) (whole requests),
+fail_items(n, status, retry_after, method=, contains=) (items of batches), `index_lag` (True: $filter listings do
+not see events yet, like Exchange's lagging index), counters `log` (method, path), `batch_log` (one list of
+(method, url) per batch) and `grants` (grant type -> count).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import collections
 import hashlib
 import itertools
 import json
+import random
 import re
 import secrets
 import threading
@@ -97,7 +106,11 @@ class GraphFake(HttpsServer):
         self.skip_tokens: dict[str, dict] = {}
         self.transactions: dict[str, str] = {}  # transactionId -> event id
         self.faults: collections.deque = collections.deque()
+        self.item_faults: list[dict] = []
+        self.index_lag = False
         self.log: list[tuple[str, str]] = []
+        self.batch_log: list[list[tuple[str, str]]] = []
+        self.shuffle = random.Random(7).shuffle
         self.violations: list[str] = []
         self._ids = itertools.count(1)
         # stop() returns at once (serve_forever polls for shutdown every 0.5 s by default)
@@ -214,6 +227,24 @@ class GraphFake(HttpsServer):
             for _ in range(n):
                 self.faults.append((status, retry_after))
 
+    def fail_items(self, n: int, status: int = 429, retry_after: str | None = "1", *, method: str | None = None,
+                   contains: str = "") -> None:
+        """The next `n` batch items with `method` whose url or body contains `contains` answer `status`."""
+        with self.lock:
+            self.item_faults.append({"left": n, "status": status, "retry_after": retry_after, "method": method,
+                                     "contains": contains})
+
+    def _item_fault(self, method: str, text: str):
+        with self.lock:
+            for f in self.item_faults:
+                if f["left"] > 0 and f["method"] in (None, method) and f["contains"] in text:
+                    f["left"] -= 1
+                    return f["status"], f["retry_after"]
+        return None
+
+    def batch_requests(self) -> int:
+        return len(self.graph_requests("POST", "/$batch"))
+
     def graph_requests(self, method: str | None = None, contains: str = "") -> list[tuple[str, str]]:
         return [(m, p) for m, p in self.log if p.startswith("/v1.0") and (method is None or m == method)
                 and contains in unquote(p)]
@@ -269,7 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.fake
 
     # plumbing ------------------------------------------------------------------------------------------------
+    _capture: list | None = None  # set while one item of a $batch is handled: answers go here, not on the wire
+
     def _send(self, status: int, body=None, headers: dict | None = None) -> None:
+        if self._capture is not None:
+            self._capture.append((status, body, dict(headers or {})))
+            return
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         self.send_response(status)
         if body is not None:
@@ -411,7 +447,60 @@ class _Handler(BaseHTTPRequestHandler):
         if not ok:
             return self._error(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.",
                                {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        prefer = self.headers.get("Prefer", "")
+        if path == "/$batch" and method == "POST":
+            return self._batch(body)
+        return self._route(method, path, q, body, self.headers)
+
+    def _batch(self, raw: bytes) -> None:
+        fake = self.fake
+        try:
+            reqs = json.loads(raw or b"{}")["requests"]
+            assert isinstance(reqs, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._error(400, "BadRequest", "Invalid batch payload format.")
+        if not 1 <= len(reqs) <= 20:
+            return self._error(400, "BadRequest", "Number of batch requests must be between 1 and 20.")
+        ids = [str(r.get("id", "")) if isinstance(r, dict) else "" for r in reqs]
+        if "" in ids or len({i.lower() for i in ids}) != len(ids):
+            return self._error(400, "BadRequest", "Batch request ids must be present and unique.")
+        with fake.lock:
+            fake.batch_log.append([(str(r.get("method", "")).upper(), str(r.get("url", ""))) for r in reqs])
+        responses = [self._batch_item(r) for r in reqs]
+        fake.shuffle(responses)
+        return self._send(200, {"responses": responses})
+
+    def _batch_item(self, req: dict) -> dict:
+        method, url = str(req.get("method", "")).upper(), str(req.get("url", ""))
+        headers = _ItemHeaders(req.get("headers") or {})
+        has_body = "body" in req and req["body"] is not None
+        body = json.dumps(req["body"]).encode() if has_body else b""
+        self._capture = []
+        try:
+            fault = self.fake._item_fault(method, url + body.decode())
+            if fault:
+                status, retry_after = fault
+                self._error(status, {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "BadRequest"),
+                            "fault injected", {"Retry-After": retry_after} if retry_after else None)
+            elif not url.startswith("/") or url.startswith("/v1.0/"):
+                self._error(400, "BadRequest", "Batch items need a URL relative to the version, e.g. /me")
+            elif has_body and "application/json" not in headers.get("Content-Type", ""):
+                self._error(400, "BadRequest", "Content-Type header must be specified for a request with a body.")
+            else:
+                split = urlsplit(url)
+                q = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+                self._route(method, unquote(split.path), q, body, headers)
+            status, payload, out_headers = self._capture[0]
+        finally:
+            self._capture = None
+        item = {"id": req["id"], "status": status, "headers": out_headers}
+        if payload is not None:
+            item["headers"]["Content-Type"] = "application/json"
+            item["body"] = payload
+        return item
+
+    def _route(self, method: str, path: str, q: dict, body: bytes, headers) -> None:
+        fake = self.fake
+        prefer = headers.get("Prefer", "")
         if 'outlook.timezone="UTC"' not in prefer or 'IdType="ImmutableId"' not in prefer:
             fake.violations.append(f"{method} {path}: Prefer {prefer!r}")
             return self._error(400, "FakeNeedsPrefer", 'send Prefer: outlook.timezone="UTC", IdType="ImmutableId"')
@@ -441,7 +530,7 @@ class _Handler(BaseHTTPRequestHandler):
                     fake.delete_event(eid)
                     return self._send(204)
                 if method == "PATCH":
-                    match = self.headers.get("If-Match")
+                    match = headers.get("If-Match")
                     if match and match != ev["etag"]:
                         return self._error(412, "ErrorIrresolvableConflict",
                                            "The change key passed in the request does not match the current change key")
@@ -564,7 +653,7 @@ class _Handler(BaseHTTPRequestHandler):
                     got = next((v for k, v in e["props"].items() if k.lower() == pid), None)
                     return got == value if op == "eq" else got is not None
 
-                evs = [e for e in evs if keep(e)]
+                evs = [e for e in evs if keep(e) and not fake.index_lag]
             evs.sort(key=lambda e: e["id"])
             top, skip = int(q.get("$top") or 10), int(q.get("$skip") or 0)
             page = [self._payload(e, q) for e in evs[skip:skip + top]]
@@ -611,6 +700,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._apply(ev, body)
             fake._touch(eid)
             return self._send(201, self._payload(ev, {}))
+
+
+class _ItemHeaders(dict):
+    """The headers of one batch item, looked up case-insensitively like the request's own."""
+
+    def __init__(self, headers: dict):
+        super().__init__({str(k).lower(): str(v) for k, v in headers.items()})
+
+    def get(self, key, default=None):
+        return super().get(key.lower(), default)
 
 
 __all__ = ["GraphFake"]
