@@ -738,7 +738,7 @@ class Provider:
         return RemoteItem(key, [occ], appointment_id=private.get(MARKER_KEY) or None, etag=event.get("etag"))
 
     def _span(self, event: dict):
-        from engagecli.core.timeutil import local_minute_to_utc, zone
+        from engagecli.core.timeutil import all_day_span, zone
 
         s, e = event.get("start") or {}, event.get("end") or {}
         try:
@@ -746,13 +746,9 @@ class Provider:
                 start = _parse_datetime(s["dateTime"])
                 end = _parse_datetime(e["dateTime"]) if e.get("dateTime") else start
                 return start, max(start, end), False
-            if s.get("date"):
-                tz = zone(self.tz)
-                first = date.fromisoformat(s["date"])
-                last = date.fromisoformat(e["date"]) if e.get("date") else first  # end date is exclusive
-                if last <= first:
-                    last = date.fromordinal(first.toordinal() + 1)
-                return local_minute_to_utc(first, 0, tz), local_minute_to_utc(last, 0, tz, end=True), True
+            if s.get("date"):  # all-day: the end date is exclusive
+                last = date.fromisoformat(e["date"]) if e.get("date") else None
+                return (*all_day_span(date.fromisoformat(s["date"]), last, zone(self.tz)), True)
         except (KeyError, ValueError):
             raise ProviderError(f"{WHAT} sent an event with unreadable times (id {event.get('id')})") from None
         return None, None, False

@@ -735,13 +735,10 @@ class Provider:
         return RemoteItem(key, [occ], appointment_id=self._appointment_of(ev, copies), etag=ev.get("@odata.etag"))
 
     def _all_day_span(self, s: dict, e: dict) -> tuple[datetime, datetime]:
-        from engagecli.core.timeutil import local_minute_to_utc, zone
+        from engagecli.core.timeutil import all_day_span, zone
 
         tz = zone(self.timezone)
-        d0, d1 = _all_day_date(s, tz), _all_day_date(e, tz)
-        if d1 <= d0:
-            d1 = d0 + timedelta(days=1)
-        return local_minute_to_utc(d0, 0, tz), local_minute_to_utc(d1, 0, tz, end=True)
+        return all_day_span(_all_day_date(s, tz), _all_day_date(e, tz), tz)
 
     def _master(self, master_id: str, masters: dict) -> dict:
         if master_id not in masters:
