@@ -164,7 +164,7 @@ def test_incremental_pull_uses_sync_token_only_and_pages(harness):
     assert set(result2.deleted) == {added[0], outside}  # cancelled stubs, and what lies outside the window
     lists = [q for m, path, q in h.fake.log if path.endswith("/events")]
     assert len(lists) == 2
-    assert all("timeMin" not in q and "timeMax" not in q and q["syncToken"] == result.cursor for q in lists)
+    assert all("timeMin" not in q and "timeMax" not in q and result.cursor.endswith("|" + q["syncToken"]) for q in lists)
 
 
 def test_expired_sync_token_falls_back_to_full(harness):
@@ -677,3 +677,17 @@ def test_linked_result_drives_the_provider(fake, client_file):
     p = google.Provider.from_calendar(cal, ctx)
     ref = p.put_copy(spec("l1", T0), None)
     assert ref.remote_id == google.copy_event_id("l1")
+
+
+def test_a_moved_window_gets_one_full_listing(harness):
+    """A sync token keeps the time bounds it was made with: when the window moves (a new day), the next pull
+    lists the new window in full, so events that entered it are not missed; then incremental again."""
+    h = harness
+    result, _ = pull_all(h.provider())
+    later = (WINDOW[0] + timedelta(days=1), WINDOW[1] + timedelta(days=1))
+    moved = h.provider().pull_changes(result.cursor, later)
+    list(moved.items)
+    assert moved.full is True
+    again = h.provider().pull_changes(moved.cursor, later)
+    list(again.items)
+    assert again.full is False

@@ -155,6 +155,10 @@ def _is_rate_limited(response) -> bool:
     return bool(reasons & RATE_LIMIT_REASONS) or "RATE_LIMIT_EXCEEDED" in reasons
 
 
+def _window_key(window: tuple[datetime, datetime]) -> str:
+    return f"{int(window[0].timestamp())}-{int(window[1].timestamp())}"
+
+
 class _StreamedPull(PullResult):
     """A full pull whose items stream page by page; `cursor` (the nextSyncToken of the last page) exists only
     once the items were consumed."""
@@ -660,11 +664,15 @@ class Provider:
             raise ProviderError(f"{WHAT} sent an answer that is not JSON") from None
 
     def pull_changes(self, cursor: str | None, window: tuple[datetime, datetime]) -> PullResult:
-        if cursor:
-            result = self._incremental(cursor, window)
+        # The cursor is "<window>|<syncToken>": a sync token keeps the time bounds of the listing that made it,
+        # so when the (day-aligned) window moves, one full listing picks up what entered it.
+        prefix = _window_key(window) + "|"
+        if cursor and cursor.startswith(prefix):
+            result = self._incremental(cursor[len(prefix):], window)
             if result is not None:
+                result.cursor = prefix + result.cursor if result.cursor else None
                 return result
-        return self._full(window)
+        return self._full(window, prefix)
 
     def _incremental(self, cursor: str, window) -> PullResult | None:
         # Same parameters as the full pull minus the time bounds (Google: anything else "should be the same as for
@@ -688,7 +696,7 @@ class Provider:
                 return PullResult(items, deleted, full=False, cursor=page.get("nextSyncToken"))
             params = {"singleEvents": "true", "maxResults": PAGE_SIZE, "syncToken": cursor, "pageToken": token}
 
-    def _full(self, window) -> PullResult:
+    def _full(self, window, prefix: str = "") -> PullResult:
         base = {"singleEvents": "true", "maxResults": PAGE_SIZE,
                 "timeMin": _rfc3339(window[0]), "timeMax": _rfc3339(window[1])}
         first = self._page(base)  # fetched now: sign-in and network errors surface from pull_changes itself
@@ -705,7 +713,8 @@ class Provider:
                         yield item
                 token = page.get("nextPageToken")
                 if not token:
-                    result.cursor = page.get("nextSyncToken")
+                    sync_token = page.get("nextSyncToken")
+                    result.cursor = prefix + sync_token if sync_token else None
                     result._done = True
                     return
                 page = self._page({**base, "pageToken": token})
