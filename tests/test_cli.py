@@ -364,3 +364,9 @@ def test_admin_sees_and_syncs_all_profiles(advisor, tmp_path, home):
     assert len(log) >= 2 and all(json.loads(line)["id"] for line in log)
     assert "Secret" not in "".join(log)
     assert stat.S_IMODE((home / "logs" / "sync.log").stat().st_mode) == 0o600
+
+
+def test_slots_without_hours_say_why_nothing_is_offered(engage):
+    engage("account", "set", "--timezone", "Europe/Oslo")
+    r = engage("slots", "--start", "2030-03-04", "--json")
+    assert r.code == 0 and r.json()["slots"] == [] and "engage availability set" in r.err

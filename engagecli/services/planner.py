@@ -82,11 +82,14 @@ def free_slots(env, *, start=None, end=None, days=None, week=False, duration=Non
     lo, hi = period_bounds(period)
     check_known(env, lo, hi)
     duration = duration if duration is not None else env.int_setting("slots.duration_minutes")
-    windows = windows_for_period(period.start, period.end, home_tz, env.store.get_hours(),
-                                 env.store.get_overrides(period.start, period.end))
+    hours, overrides = env.store.get_hours(), env.store.get_overrides(period.start, period.end)
+    windows = windows_for_period(period.start, period.end, home_tz, hours, overrides)
+    warnings = stale_warnings(env)
+    if not hours:
+        warnings.append("no weekly hours are set, so nothing is offered: run `engage availability set mon-fri 09:00-17:00`")
     blocked = env.store.busy_between(to_epoch(lo), to_epoch(hi)) + env.store.booked_between(to_epoch(lo), to_epoch(hi))
     slots = compute_slots(windows=windows, busy=blocked, duration_min=duration, interval_min=interval, now=env.now())
-    return SlotsResult(out_tz.key, duration, slots, stale_warnings(env))
+    return SlotsResult(out_tz.key, duration, slots, warnings)
 
 
 def slots_json(result: SlotsResult) -> dict:
