@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from engagecli.core.models import Period, Slot
@@ -17,7 +17,7 @@ MAX_PERIOD_DAYS = 366
 
 def resolve_period(env, tz: ZoneInfo, *, start: str | None, end: str | None, days: int | None, week: bool) -> Period:
     """--start DATE (default today) and --days N (default 7; --week is 7) or --end DATE (inclusive)."""
-    if sum(x is not None and x is not False for x in (end, days, week or None)) > 1:
+    if sum((end is not None, days is not None, bool(week))) > 1:
         raise UsageError("give only one of --week, --days and --end")
     first = parse_date(start) if start else env.now().astimezone(tz).date()
     if end is not None:
@@ -108,7 +108,6 @@ def conflicts(env, start: datetime, end: datetime, *, exclude: str | None = None
     if start < env.now():
         reasons.append("it is in the past")
     local_start, local_end = start.astimezone(tz), end.astimezone(tz)
-    inside = False
     day = local_start.date() - timedelta(days=1)
     windows = windows_for_period(day, local_end.date(), tz, env.store.get_hours(),
                                  env.store.get_overrides(day, local_end.date()))
@@ -170,6 +169,3 @@ def agenda_json(period: Period, entries: list[AgendaEntry]) -> dict:
             "entries": [{"start": isoformat(e.start, tz), "end": isoformat(e.end, tz), "kind": e.kind, "title": e.title,
                          "calendar": e.calendar, "all_day": e.all_day, "note": e.note, "id": e.id} for e in entries]}
 
-
-def today(env, tz: ZoneInfo) -> date:
-    return env.now().astimezone(tz).date()
