@@ -52,6 +52,8 @@ def set_(
     from engagecli.services.calendars import set_switches
 
     env = ctx.obj
+    if copy is False and keep_copies is None:
+        keep_copies = _ask_keep_copies(env, calendar_id)
     cal, removed = set_switches(env, calendar_id, copy=copy, availability=availability, keep_copies=keep_copies)
     env.out(f"{cal.id}: copy appointments {'on' if cal.copy_appointments else 'off'}, "
             f"use for availability {'on' if cal.use_for_availability else 'off'}."
@@ -77,5 +79,16 @@ def unlink(
             raise UsageError(f"unlinking {cal.id} needs confirmation", hint="add --yes")
         if not typer.confirm(f"Unlink {cal.id} ({cal.name})?", err=True):
             raise typer.Exit(1)
+    if keep_copies is None:
+        keep_copies = _ask_keep_copies(env, calendar_id)
     removed = do_unlink(env, calendar_id, keep_copies=keep_copies)
     env.out(f"Unlinked {cal.id}." + (f" Removed {removed} copies." if removed else ""))
+
+
+def _ask_keep_copies(env, calendar_id: str) -> bool | None:
+    """On a terminal, ask what to do with the copies already made; elsewhere the service asks for a flag."""
+    copies = len(env.store.copies(calendar_id))
+    if not copies or not env.interactive:
+        return None
+    return not typer.confirm(f"Remove the {copies} copies engage made in {calendar_id} from the work calendar?",
+                             default=False, err=True)
