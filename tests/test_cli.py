@@ -370,3 +370,27 @@ def test_slots_without_hours_say_why_nothing_is_offered(engage):
     engage("account", "set", "--timezone", "Europe/Oslo")
     r = engage("slots", "--start", "2030-03-04", "--json")
     assert r.code == 0 and r.json()["slots"] == [] and "engage availability set" in r.err
+
+
+def test_slots_refuse_past_what_was_fetched(advisor, tmp_path, monkeypatch):
+    advisor("link", "ics", str(write_ics(tmp_path)))
+    assert advisor("settings", "set", "sync.window_future_days", "900").code == 0
+    r = advisor("slots", "--start", "2031-06-02", "--days", "1", "--json")  # setting raised, no sync yet
+    assert r.code == 2 and "fetched only up to" in r.err
+    r = advisor("appointments", "add", "--start", "2031-06-02T10:00", "--title", "T")
+    assert r.code == 2 and "fetched only up to" in r.err
+    assert advisor("sync").code == 0
+    assert advisor("slots", "--start", "2031-06-02", "--days", "1", "--json").code == 0
+    # cron stopped: a warning says so
+    monkeypatch.setenv("ENGAGE_NOW", "2030-03-11T08:00:00+00:00")
+    r = advisor("slots", "--week", "--json")
+    assert r.code == 0 and "last synced 10 days ago" in r.err
+
+
+def test_dates_out_of_range_are_usage_errors(advisor):
+    for args in (["slots", "--start", "9999-12-31"], ["calendar", "--start", "0001-01-01"],
+                 ["slots", "--days", "99999999999"],
+                 ["appointments", "add", "--start", "9999-12-31T23:59", "--title", "X", "--force"]):
+        r = advisor(*args)
+        assert r.code == 2 and "Traceback" not in r.err and "internal" not in r.err, (args, r.err)
+    assert advisor("appointments", "list", "--json").code == 0

@@ -231,3 +231,20 @@ def test_batching_provider_copies_in_batches(tmp_path):
     report = sync_calendar(store, provider, store.get_calendar("mem-1"), now=NOW, window=WINDOW)
     assert report.copied == 7 and provider.batches == 2  # 3 + 3 in batches, the last one alone
     assert copies_on(server) == expected(store)
+
+
+def test_another_engage_copies_in_a_shared_calendar_are_busy_and_left_alone(tmp_path):
+    """Two engage profiles (or colleagues) copy into one shared work calendar: neither deletes the other's
+    copies, and each sees the other's appointments as busy time."""
+    server = MemoryServer()
+    store_a, _ = make_store(tmp_path, "a.db")
+    store_b, _ = make_store(tmp_path, "b.db")
+    book(store_b, "bbbbbbbb", 30)
+    run(store_b, server)
+    book(store_a, "aaaaaaaa", 24)
+    report = run(store_a, server)
+    assert report.deleted == 0
+    assert set(copies_on(server)) == {"aaaaaaaa", "bbbbbbbb"}
+    start = int((NOW + timedelta(hours=30)).timestamp())
+    assert store_a.busy_between(start, start + 60) == [(start, start + 1800)]
+    assert run(store_b, server).copied == 0 and run(store_a, server).deleted == 0

@@ -127,11 +127,21 @@ def parse_days(text: str) -> list[int]:
     return sorted(days)
 
 
+MIN_YEAR, MAX_YEAR = 1971, 9998  # room for zone offsets and periods at both ends of what datetime holds
+
+
+def _check_year(value, text: str):
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise UsageError(f"{text!r} is out of range", hint=f"use a year from {MIN_YEAR} to {MAX_YEAR}")
+    return value
+
+
 def parse_date(text: str) -> date:
     try:
-        return date.fromisoformat(text.strip())
+        value = date.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"bad date {text!r}", hint="use YYYY-MM-DD, e.g. 2030-03-04") from None
+    return _check_year(value, text)
 
 
 def parse_instant(text: str, tz: ZoneInfo) -> datetime:
@@ -143,6 +153,7 @@ def parse_instant(text: str, tz: ZoneInfo) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"bad date-time {text!r}", hint="use YYYY-MM-DDTHH:MM, e.g. 2030-03-04T10:00") from None
+    _check_year(value, text)
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     first = value.replace(tzinfo=tz, fold=0).astimezone(UTC)

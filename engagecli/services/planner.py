@@ -26,9 +26,12 @@ def resolve_period(env, tz: ZoneInfo, *, start: str | None, end: str | None, day
             raise UsageError(f"--end {end} is before --start {first.isoformat()}")
     else:
         n = 7 if (week or days is None) else days
-        if n < 1:
-            raise UsageError("--days must be at least 1")
-        last = first + timedelta(days=n - 1)
+        if not 1 <= n <= MAX_PERIOD_DAYS:
+            raise UsageError(f"--days must be from 1 to {MAX_PERIOD_DAYS}")
+        try:
+            last = first + timedelta(days=n - 1)
+        except OverflowError:
+            raise UsageError("that period runs past the year 9999") from None
     if (last - first).days + 1 > MAX_PERIOD_DAYS:
         raise UsageError(f"a period can span at most {MAX_PERIOD_DAYS} days")
     return Period(first, last, tz.key)
@@ -36,7 +39,8 @@ def resolve_period(env, tz: ZoneInfo, *, start: str | None, end: str | None, day
 
 def period_bounds(period: Period) -> tuple[datetime, datetime]:
     tz = ZoneInfo(period.tz)
-    return local_minute_to_utc(period.start, 0, tz), local_minute_to_utc(period.end + timedelta(days=1), 0, tz)
+    return (local_minute_to_utc(period.start, 0, tz),
+            local_minute_to_utc(period.end + timedelta(days=1), 0, tz, end=True))
 
 
 def sync_window(env) -> tuple[datetime, datetime]:
@@ -48,13 +52,18 @@ def sync_window(env) -> tuple[datetime, datetime]:
 
 
 def check_known(env, lo: datetime, hi: datetime) -> None:
-    """Refuse a period that reaches past the synced window: its free time was never checked."""
+    """Refuse a period that reaches past what is known: the synced-window setting, or the window the work
+    calendars were actually fetched for (a raised setting without a sync, or a cron job that stopped)."""
     wlo, whi = sync_window(env)
     if hi > whi:
         raise UsageError(
             f"that period reaches past the synced window ({env.setting('sync.window_future_days')} days ahead)",
             hint="pick an earlier period, or raise it: `engage settings set sync.window_future_days N` then `engage sync`",
         )
+    known = env.store.known_until()
+    if known is not None and hi > known:
+        raise UsageError(f"your work calendars were fetched only up to {known:%Y-%m-%d}, so later free time is unknown",
+                         hint="run `engage sync`, or pick an earlier period")
 
 
 @dataclass
@@ -65,12 +74,22 @@ class SlotsResult:
     warnings: list[str]
 
 
+STALE_AFTER = timedelta(days=1)
+
+
 def stale_warnings(env) -> list[str]:
     out = []
+    now = env.now()
     for cal in env.store.list_calendars():
-        if cal.use_for_availability and cal.status != "ok":
+        if not cal.use_for_availability:
+            continue
+        if cal.status != "ok":
             what = "has never synced" if cal.status == "never" else f"did not sync ({cal.status})"
             out.append(f"calendar {cal.id} {what}: its busy times may be missing; run `engage sync`")
+        elif cal.last_synced_at and now - cal.last_synced_at > STALE_AFTER:
+            days = (now - cal.last_synced_at).days
+            out.append(f"calendar {cal.id} last synced {days} day{'s' if days != 1 else ''} ago: newer busy times may "
+                       "be missing; is the cron job running?")
     return out
 
 
@@ -115,6 +134,9 @@ def conflicts(env, start: datetime, end: datetime, *, exclude: str | None = None
     inside = any(ws <= s and e <= we for ws, we in windows)
     if not inside:
         reasons.append(f"it is outside your hours on {local_start:%a %Y-%m-%d} (see `engage availability show`)")
+    known = env.store.known_until()
+    if known is not None and end > known:
+        reasons.append(f"your work calendars were fetched only up to {known:%Y-%m-%d} (run `engage sync`)")
     for cal_id, cal_name, used, occ in env.store.occurrences_between(s, e):
         if used and occ.busy:
             what = "an all-day event" if occ.all_day else f"{occ.start.astimezone(tz):%H:%M}-{occ.end.astimezone(tz):%H:%M}"

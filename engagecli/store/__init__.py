@@ -282,9 +282,8 @@ class Store:
             self.get_calendar(calendar_id)
             c.execute("DELETE FROM calendars WHERE id = ?", (calendar_id,))
 
-    def record_sync(self, calendar_id: str, *, status: str, now: datetime, error: str | None = None,
-                    cursor: str | None | bool = False) -> None:
-        """Record the outcome of a sync attempt; `cursor=False` keeps the stored cursor."""
+    def record_sync(self, calendar_id: str, *, status: str, now: datetime, error: str | None = None) -> None:
+        """Record the outcome of a sync attempt."""
         with self.transaction() as c:
             ts = to_epoch(now)
             if status == "ok":
@@ -293,12 +292,30 @@ class Store:
             else:
                 c.execute("UPDATE calendar_state SET status = ?, error = ?, last_attempt_at = ? WHERE calendar_id = ?",
                           (status, error, ts, calendar_id))
-            if cursor is not False:
-                c.execute("UPDATE calendar_state SET cursor = ? WHERE calendar_id = ?", (cursor, calendar_id))
 
-    def set_cursor(self, calendar_id: str, cursor: str | None) -> None:
+    def set_cursor(self, calendar_id: str, cursor: str | None, window: tuple[datetime, datetime] | None = None) -> None:
+        """The cursor after a pull, and the window whose busy times that pull brought in."""
         with self.transaction() as c:
             c.execute("UPDATE calendar_state SET cursor = ? WHERE calendar_id = ?", (cursor, calendar_id))
+            if window is not None:
+                c.execute("UPDATE calendar_state SET window_start = ?, window_end = ? WHERE calendar_id = ?",
+                          (to_epoch(window[0]), to_epoch(window[1]), calendar_id))
+
+    def clear_cursors(self) -> None:
+        """Forget every cursor: the next sync pulls everything again (e.g. after the time zone changed)."""
+        with self.transaction() as c:
+            c.execute("UPDATE calendar_state SET cursor = NULL")
+
+    def known_until(self) -> datetime | None:
+        """The end of the shortest fetched window among calendars used for availability (None: none fetched)."""
+        row = self.conn.execute(
+            "SELECT MIN(s.window_end) FROM calendar_state s JOIN calendars c ON c.id = s.calendar_id "
+            "WHERE c.use_for_availability = 1 AND s.window_end IS NOT NULL").fetchone()
+        return from_epoch(row[0]) if row and row[0] is not None else None
+
+    def appointment_status(self, appointment_id: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM appointments WHERE id = ?", (appointment_id,)).fetchone()
+        return row[0] if row else None
 
     # --- busy occurrences ---------------------------------------------------------------------------------
     def replace_item(self, calendar_id: str, key: str, occurrences: Iterable[Occurrence]) -> int:

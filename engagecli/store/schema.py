@@ -74,4 +74,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (calendar_id, appointment_id)
     );
     """,
+    # 2: the window each calendar's busy times were fetched for (slots refuse to answer past it)
+    """
+    ALTER TABLE calendar_state ADD COLUMN window_start INTEGER;
+    ALTER TABLE calendar_state ADD COLUMN window_end INTEGER;
+    """,
 ]

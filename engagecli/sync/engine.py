@@ -56,11 +56,13 @@ def pull(store, provider, cal: CalendarInfo, window: tuple[datetime, datetime]) 
         if result.full:
             store.clear_busy(cal.id)
         for item in result.items:
-            if item.appointment_id:
+            if item.appointment_id and store.appointment_status(item.appointment_id) is not None:
                 ours[item.appointment_id] = (item.key, item.etag)
                 if not result.full:
                     store.delete_items(cal.id, [item.key])
                 continue
+            # a marked event of an appointment this profile does not have is another engage's copy (a colleague
+            # on a shared calendar, another profile): busy time like any other event, and never ours to touch
             stored += store.replace_item(cal.id, item.key, item.occurrences)
         if result.deleted:
             store.delete_items(cal.id, result.deleted)
@@ -75,7 +77,7 @@ def pull(store, provider, cal: CalendarInfo, window: tuple[datetime, datetime]) 
             known = mapping.get(appt_id)
             if known and appt_id not in gone and etag and known[1] and etag != known[1]:
                 store.invalidate_copy(cal.id, appt_id)  # edited in the work calendar: push ours again
-        store.set_cursor(cal.id, result.cursor)
+        store.set_cursor(cal.id, result.cursor, window)
     return stored, ours
 
 
@@ -119,7 +121,7 @@ def push(store, provider, cal: CalendarInfo, now: datetime, ours: dict[str, tupl
     for appt_id, (remote_id, etag, _h) in mapping.items():
         if appt_id not in desired and _cancelled_or_gone(store, appt_id):
             doomed[appt_id] = CopyRef(remote_id, etag)
-    for appt_id, (key, etag) in ours.items():
+    for appt_id, (key, etag) in ours.items():  # only appointments of this store: pull() left foreign copies alone
         if appt_id not in desired and appt_id not in doomed and appt_id not in mapping and _cancelled_or_gone(store, appt_id):
             doomed[appt_id] = CopyRef(key, etag)
     for appt_id, ref in doomed.items():
@@ -134,8 +136,7 @@ def push(store, provider, cal: CalendarInfo, now: datetime, ours: dict[str, tupl
 
 
 def _cancelled_or_gone(store, appt_id: str) -> bool:
-    row = store.conn.execute("SELECT status FROM appointments WHERE id = ?", (appt_id,)).fetchone()
-    return row is None or row[0] == "cancelled"
+    return store.appointment_status(appt_id) in (None, "cancelled")
 
 
 def remove_copies(store, provider, cal: CalendarInfo) -> int:
