@@ -84,6 +84,12 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - never a traceback for the user
         if os.environ.get("ENGAGE_DEBUG"):
             raise
+        import sqlite3
+
+        if isinstance(exc, sqlite3.DatabaseError):  # damage found after the database opened
+            sys.stderr.write(f"engage: the database cannot be read ({exc}); restore it from a backup, or move it "
+                             "aside and run `engage` again to start afresh\n")
+            return ExitCode.FAILED
         from engagecli.secrets import redact
 
         sys.stderr.write(f"engage: internal error ({type(exc).__name__}: {redact(str(exc))[:200]}); "

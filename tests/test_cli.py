@@ -394,3 +394,30 @@ def test_dates_out_of_range_are_usage_errors(advisor):
         r = advisor(*args)
         assert r.code == 2 and "Traceback" not in r.err and "internal" not in r.err, (args, r.err)
     assert advisor("appointments", "list", "--json").code == 0
+
+
+def test_one_broken_profile_does_not_stop_the_others(advisor, tmp_path, home):
+    advisor("link", "ics", str(write_ics(tmp_path)))
+    bad = home / "profiles" / "broken" / "engage.db"
+    bad.parent.mkdir(mode=0o700)
+    bad.write_bytes(b"junk" * 2000)
+    r = advisor("sync", "--all-profiles", "--json")
+    assert r.code == 5
+    assert {(c["profile"], c["status"]) for c in r.json()["calendars"]} == {("default", "ok"), ("broken", "error")}
+    r = advisor("calendars", "list", "--all-profiles", "--json")
+    assert r.code == 1 and [c["profile"] for c in r.json()] == ["default"] and "broken" in r.err
+
+
+def test_damage_found_after_opening_is_a_clear_error(advisor, home, tmp_path):
+    advisor("link", "ics", str(write_ics(tmp_path)))
+    db = home / "profiles" / "default" / "engage.db"
+    advisor("sync")
+    import sqlite3 as sq
+
+    sq.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\x00\xff" * ((len(data) - 4096) // 2)
+    db.write_bytes(bytes(data))
+    for args in (["calendars", "list", "--json"], ["slots", "--week"], ["doctor", "--offline"]):
+        r = advisor(*args)
+        assert r.code == 1 and "internal" not in r.err and "Traceback" not in r.err, (args, r.err, r.out)

@@ -16,10 +16,21 @@ def list_(
     from engagecli.services.calendars import list_calendars
 
     env = ctx.obj
-    envs = env.for_profiles() if all_profiles else [env]
-    rows = [(e.profile, r) for e in envs for r in list_calendars(e)]
+    from engagecli.errors import EngageError
+
+    rows, broken = [], []
+    for e in env.for_profiles() if all_profiles else [env]:
+        try:
+            rows += [(e.profile, r) for r in list_calendars(e)]
+        except EngageError as exc:  # with --all-profiles one broken profile never hides the others
+            if not all_profiles:
+                raise
+            broken.append(e.profile)
+            env.err(f"engage: profile {e.profile}: {exc}")
+
     if json_:
-        return print_json(env, [dict(r.as_json(), **({"profile": p} if all_profiles else {})) for p, r in rows])
+        print_json(env, [dict(r.as_json(), **({"profile": p} if all_profiles else {})) for p, r in rows])
+        raise typer.Exit(1 if broken else 0)
     if not rows:
         return env.out("No calendars linked. Try `engage link ics FILE` or `engage link google`.")
     now = env.now()
@@ -38,6 +49,8 @@ def list_(
     for profile, r in rows:
         if r.cal.error:
             env.out(f"{(profile + ' ') if all_profiles else ''}{r.cal.id}: {r.cal.error}")
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command("set")

@@ -67,23 +67,28 @@ def sync(
     all_profiles: bool = typer.Option(False, "--all-profiles", help="Every advisor profile under ENGAGE_HOME (admins)."),
 ) -> None:
     """Pull busy times and push copies for every linked calendar. Never prompts: safe from cron."""
-    from engagecli.errors import SyncBusy, UsageError
+    from engagecli.errors import EngageError, SyncBusy, UsageError
     from engagecli.output import print_json
     from engagecli.services.sync import exit_code
+    from engagecli.sync.engine import CalendarReport
 
     env = ctx.obj
     if all_profiles and calendar_id:
         raise UsageError("give --calendar or --all-profiles, not both")
     reports, skipped = [], []
     for e in env.for_profiles() if all_profiles else [env]:
-        if all_profiles and e.store.get_account() is None:
-            continue  # a profile that was never set up has nothing to sync
         try:
+            if all_profiles and e.store.get_account() is None:
+                continue  # a profile that was never set up has nothing to sync
             reports += [(e.profile, r) for r in _sync_with_progress(env, e, calendar_id, show=not (json_ or quiet))]
         except SyncBusy as exc:
             skipped.append(str(exc))
             if not json_ and not quiet:
                 env.err(f"engage: {exc}")
+        except EngageError as exc:  # with --all-profiles one broken profile never stops the others
+            if not all_profiles:
+                raise
+            reports.append((e.profile, CalendarReport("-", status="error", error=str(exc))))
     prefix = (lambda p: f"{p}/") if all_profiles else (lambda p: "")
     if json_:
         data = {"calendars": [dict(r.as_json(), **({"profile": p} if all_profiles else {})) for p, r in reports]}

@@ -42,17 +42,14 @@ def add(env, *, start: str, duration: int, title: str, customer_name=None, custo
         raise UsageError("--customer-email does not look like an email address")
     begin = parse_instant(start, tz)
     end = begin + _check_duration(duration)
-    _refuse_if_busy(env, begin, end, force=force)
     now = env.now()
-    for _ in range(5):
-        appt = Appointment(new_id(), begin, end, tz.key, title.strip(), customer_name, customer_email, "booked", now)
-        try:
-            env.store.add_appointment(appt, now)
-            return appt
-        except Exception as exc:  # an id collision: try another id
-            if "UNIQUE" not in str(exc):
-                raise
-    raise UsageError("could not allocate an appointment id")  # pragma: no cover
+    with env.store.transaction():  # check and book under one write lock: two bookings never take one slot
+        _refuse_if_busy(env, begin, end, force=force)
+        while True:
+            appt = Appointment(new_id(), begin, end, tz.key, title.strip(), customer_name, customer_email, "booked", now)
+            if env.store.appointment_status(appt.id) is None:  # 31^8 ids: a clash is rare, never twice
+                env.store.add_appointment(appt, now)
+                return appt
 
 
 def cancel(env, appointment_id: str) -> Appointment:
@@ -71,8 +68,9 @@ def move(env, appointment_id: str, *, start: str, duration: int | None = None, f
         raise UsageError(f"appointment {appointment_id} is cancelled", hint="book a new one with `engage appointments add`")
     begin = parse_instant(start, tz)
     length = _check_duration(duration) if duration is not None else appt.end - appt.start
-    _refuse_if_busy(env, begin, begin + length, force=force, exclude=appointment_id)
-    env.store.update_appointment(appointment_id, env.now(), start=begin, end=begin + length)
+    with env.store.transaction():
+        _refuse_if_busy(env, begin, begin + length, force=force, exclude=appointment_id)
+        env.store.update_appointment(appointment_id, env.now(), start=begin, end=begin + length)
     return env.store.get_appointment(appointment_id)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from engagecli.core.models import CalendarInfo
 from engagecli.core.timeutil import isoformat
-from engagecli.errors import ProviderError, UsageError
+from engagecli.errors import ProviderError, SyncBusy, UsageError
 from engagecli.fsutil import write_private
 from engagecli.providers.base import LinkResult, RemoteCalendar, secret_name
 from engagecli.services.profile import require_account
@@ -74,8 +74,12 @@ def link(env, provider: str, result: LinkResult, *, calendar: str | None = None,
         for leftover in env.state_dir.glob(f"{cal_id}*"):
             leftover.unlink(missing_ok=True)
         raise
-    with sync_lock(env.lock_path):
-        report = sync_one(env, env.store.get_calendar(cal_id))
+    try:
+        with sync_lock(env.lock_path):
+            report = sync_one(env, env.store.get_calendar(cal_id))
+    except SyncBusy:
+        return env.store.get_calendar(cal_id), CalendarReport(
+            cal_id, status="error", error="a sync was running, so it is not fetched yet; run `engage sync`")
     if report.status != "ok" and provider == "ics":
         # nothing to sign in again for a file or feed: refuse to link one that does not read
         env.store.remove_calendar(cal_id)

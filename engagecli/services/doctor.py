@@ -9,12 +9,16 @@ def run_checks(env, *, offline: bool = False):
     from engagecli.core.timeutil import zone
     from engagecli.errors import EngageError
 
+    import sqlite3
+
     # the database
     try:
         result = env.store.check()
         yield result == "ok", f"database {env.db_path}: {result}"
-    except EngageError as exc:
-        yield False, str(exc)
+        if result != "ok":
+            return
+    except (EngageError, sqlite3.DatabaseError) as exc:
+        yield False, f"database {env.db_path}: {exc}"
         return
     for path, want in ((env.home, 0o700), (env.profile_dir, 0o700), (env.db_path, 0o600)):
         mode = stat.S_IMODE(path.stat().st_mode)
