@@ -55,18 +55,24 @@ def request(session, method: str, url: str, *, what: str, retry_statuses=RETRY_S
     (the caller checks its status); raises Unreachable when the server could not be reached at all.
     `what` names the server in messages (never a URL with a token in it)."""
     import requests
+    from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
+    from engagecli.errors import ProviderError
+
+    transient = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError, ContentDecodingError)
     kwargs.setdefault("timeout", TIMEOUT)
     last_exc: Exception | None = None
     for attempt in range(1, tries + 1):
         try:
             response = session.request(method, url, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except transient as exc:  # refused, timed out, or cut off in the middle of the body
             last_exc = exc
             if attempt == tries:
                 break
             sleep(backoff_delay(attempt, None))
             continue
+        except requests.RequestException as exc:  # a bad address, too many redirects, ...
+            raise ProviderError(f"{what} could not be asked ({type(exc).__name__})") from None
         retry = response.status_code in retry_statuses or (should_retry is not None and should_retry(response))
         if not retry or attempt == tries:
             return response
