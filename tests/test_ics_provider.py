@@ -3,6 +3,7 @@ calendar, and shift_dates (which `engage demo` uses to move the sample to next w
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -306,12 +307,13 @@ def test_url_pull_and_unchanged_cursor(served):
 def test_url_probe_names_the_calendar(served):
     served.routes["/feeds/team.ics"] = (200, (FIX / "dst_europe.ics").read_bytes())
     served.routes["/feeds/named"] = (200, (FIX / "x_wr_timezone.ics").read_bytes())
-    assert ics.probe(served.base + "/feeds/team.ics").name == "team"
+    # without X-WR-CALNAME a feed is named after its host: its path may be the secret (Nextcloud tokens)
+    assert ics.probe(served.base + "/feeds/team.ics").name == "127.0.0.1"
     assert ics.probe(served.base + "/feeds/named").name == "Exported from a web calendar"
     served.routes[SECRET_PATH] = (200, (FIX / "dst_europe.ics").read_bytes())
-    assert ics.probe(served.base + SECRET_PATH).name == "basic"
-    served.routes["/x/" + "k" * 64] = (200, (FIX / "dst_europe.ics").read_bytes())
-    assert ics.probe(served.base + "/x/" + "k" * 64).name == "127.0.0.1"  # a secret-looking name: the host
+    assert ics.probe(served.base + SECRET_PATH).name == "127.0.0.1"
+    served.routes["/public-calendars/kDmT8bXFXA8LL8H7"] = (200, (FIX / "dst_europe.ics").read_bytes())
+    assert ics.probe(served.base + "/public-calendars/kDmT8bXFXA8LL8H7").name == "127.0.0.1"
 
 
 def test_url_500_is_unreachable_after_one_retry(served):
@@ -459,3 +461,19 @@ def test_shifted_fixture_expands_to_the_same_times_a_week_later():
     before = [(o.start, o.end) for _, occs, _ in expand(text, *WINDOW, "UTC") for o in occs]
     after = [(o.start, o.end) for _, occs, _ in expand(shift_dates(text, 7), *WINDOW, "UTC") for o in occs]
     assert after == [(s + timedelta(days=7), e + timedelta(days=7)) for s, e in before]
+
+
+def test_a_feed_address_is_kept_in_the_secret_store_not_the_database(served, advisor, home):
+    served.routes[SECRET_PATH] = (200, (FIX / "dst_europe.ics").read_bytes())
+    r = advisor("link", "ics", served.base + SECRET_PATH)
+    assert r.code == 0, r.err
+    cal = advisor("calendars", "list", "--json").json()[0]
+    db = (home / "profiles" / "default" / "engage.db").read_bytes()
+    assert b"private-4f9a8c7e2b1d" not in db
+    assert "private-4f9a8c7e2b1d" not in json.dumps(cal) + r.out + r.err
+    assert "private-4f9a8c7e2b1d" in (home / "secrets.json").read_text()  # ENGAGE_SECRETS=file in tests
+    served.routes[SECRET_PATH] = (200, (FIX / "x_wr_timezone.ics").read_bytes())
+    assert advisor("sync").code == 0 and served.hits[SECRET_PATH] >= 2  # sync reads the address back
+    assert advisor("link", "ics", served.base + SECRET_PATH).code == 2  # already linked (by its hash)
+    assert advisor("calendars", "unlink", cal["id"], "--yes").code == 0
+    assert "private-4f9a8c7e2b1d" not in (home / "secrets.json").read_text()

@@ -24,8 +24,8 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from engagecli.errors import ProviderError, Unreachable, UsageError
-from engagecli.providers.base import CopyRef, CopySpec, PullResult, RemoteCalendar, RemoteItem
+from engagecli.errors import ProviderError, RelinkNeeded, Unreachable, UsageError
+from engagecli.providers.base import CopyRef, CopySpec, PullResult, RemoteCalendar, RemoteItem, secret_name
 
 UTC = timezone.utc
 TIMEOUT = (10, 60)  # connect, read seconds
@@ -136,11 +136,9 @@ def calendar_name(data: bytes, source: str) -> str:
         if name:
             return name
     if is_url(source):
-        parts = urlsplit(source)
-        last = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
-        stem = last[:-4] if last.lower().endswith(".ics") else last
-        # a long random-looking last segment is probably a secret: use the host instead
-        return stem if stem and len(stem) <= 40 else (parts.hostname or "calendar")
+        # the path of a calendar address often IS its secret (Google's "secret address", Nextcloud's public
+        # token): name it after the host only
+        return urlsplit(source).hostname or "calendar"
     stem = Path(source).stem
     return stem or Path(source).name or "calendar"
 
@@ -204,6 +202,11 @@ class Provider:
     def from_calendar(cls, cal, ctx) -> "Provider":
         options = cal.options or {}
         source = options.get("source") or cal.remote_id
+        if "url" in options.get("secret_kinds", ()):  # a feed address lives in the secret store, never the database
+            source = ctx.secrets.get(secret_name(ctx.profile, cal.id, "url"))
+            if not source:
+                raise RelinkNeeded(f"the address of calendar {cal.id} is not in the secret store",
+                                   hint="run `engage link ics URL` again")
         me: set[str] = set()
         extra = options.get("me")
         if isinstance(extra, str):

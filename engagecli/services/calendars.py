@@ -88,20 +88,25 @@ def link(env, provider: str, result: LinkResult, *, calendar: str | None = None,
 
 
 def ics_link_result(source: str) -> LinkResult:
-    """Validate an ICS path or URL up front (it must parse) and describe it for link()."""
-    import os
+    """Validate an ICS path or URL up front (it must parse) and describe it for link().
+
+    A feed address is a secret (whoever has it reads the calendar): it goes to the secret store, and the
+    database keeps only scheme://host/… plus a hash of it, which is enough to refuse linking it twice."""
+    import hashlib
     from urllib.parse import urlsplit
 
     from engagecli.providers import load
 
-    is_url = source.lower().startswith(("http://", "https://", "webcal://"))
-    if source.lower().startswith("webcal://"):
-        source = "https://" + source[len("webcal://"):]
-    if not is_url:
-        source = os.path.abspath(os.path.expanduser(source))
-    remote = load("ics").probe(source)
-    account = urlsplit(source).hostname or "web" if is_url else "file"
-    return LinkResult(account=account, calendars=[RemoteCalendar(source, remote.name, primary=True, read_only=True)])
+    ics = load("ics")
+    remote = ics.probe(source)  # normalises (webcal:// -> https://, absolute paths) and parses the whole file
+    if not ics.is_url(remote.remote_id):
+        return LinkResult(account="file", calendars=[remote])
+    url = remote.remote_id
+    parts = urlsplit(url)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    shown = f"{parts.scheme}://{parts.hostname}/…#{digest}"
+    return LinkResult(account=parts.hostname or "web", secrets={"url": url},
+                      calendars=[RemoteCalendar(shown, remote.name, primary=True, read_only=True)])
 
 
 def set_switches(env, calendar_id: str, *, copy: bool | None, availability: bool | None,
