@@ -4,6 +4,7 @@ test is hermetic (it sets ENGAGE_HOME and, for a frozen clock, ENGAGE_NOW)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
@@ -52,7 +53,7 @@ class Env:
     environ: dict = field(default_factory=dict)
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdin: TextIO = field(default_factory=lambda: sys.stdin if sys.stdin is not None else io.StringIO())
     clock: Callable[[], datetime] | None = None
 
     @classmethod
@@ -104,9 +105,15 @@ class Env:
     # --- services -----------------------------------------------------------------------------------------
     @cached_property
     def store(self):
+        from engagecli.errors import StoreError
         from engagecli.store import Store
 
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.profile_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.home} for engage's data ({exc.strerror})",
+                             hint="set ENGAGE_HOME to a folder you can write") from None
         return Store.open(self.db_path)
 
     @cached_property

@@ -421,3 +421,24 @@ def test_damage_found_after_opening_is_a_clear_error(advisor, home, tmp_path):
     for args in (["calendars", "list", "--json"], ["slots", "--week"], ["doctor", "--offline"]):
         r = advisor(*args)
         assert r.code == 1 and "internal" not in r.err and "Traceback" not in r.err, (args, r.err, r.out)
+
+
+def test_odd_input_never_gives_an_internal_error(advisor, monkeypatch, tmp_path):
+    cases = [(["link", "ics", "http://[::1"], 2), (["link", "ics", "https://"], 2),
+             (["settings", "set", "slots.duration_minutes", "²"], 2),
+             (["link", "caldav", "http://127.0.0.1:9/", "-u", "u", "--password-stdin"], 2)]
+    for args, code in cases:
+        r = advisor(*args)
+        assert r.code == code and "internal" not in r.err, (args, r.err)
+    monkeypatch.setenv("ENGAGE_HOME", str(write_ics(tmp_path)))  # a file, not a folder
+    r = advisor("account", "show")
+    assert r.code == 1 and "ENGAGE_HOME" in r.err
+
+
+def test_changing_the_time_zone_makes_the_next_sync_pull_afresh(advisor, tmp_path):
+    advisor("link", "ics", str(write_ics(tmp_path)))
+    from engagecli.env import Env
+
+    assert Env.from_environ().store.list_calendars()[0].cursor
+    assert advisor("account", "set", "--timezone", "America/New_York").code == 0
+    assert Env.from_environ().store.list_calendars()[0].cursor is None

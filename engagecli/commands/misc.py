@@ -189,7 +189,7 @@ def settings_set(ctx: typer.Context, key: str = typer.Argument(...), value: str 
         raise UsageError(f"unknown setting {key!r}", hint="one of: " + ", ".join(DEFAULT_SETTINGS))
     limits = {"sync.window_past_days": (0, 3650), "sync.window_future_days": (1, 3650), "slots.duration_minutes": (1, 1440)}
     lo, hi = limits[key]
-    if not value.isdigit() or not lo <= int(value) <= hi:
+    if not value.isascii() or not value.isdigit() or not lo <= int(value) <= hi:
         raise UsageError(f"{key} must be a whole number from {lo} to {hi}")
     env.store.set_setting(key, str(int(value)))
     env.out(f"{key} = {int(value)}" + (" (run `engage sync` to fetch the new window)" if key.startswith("sync.") else ""))

@@ -44,6 +44,12 @@ def normalize_source(source: str) -> str:
     if re.match(r"(?i)^webcal://", source):
         return "https://" + source[len("webcal://") :]
     if is_url(source):
+        try:
+            host = urlsplit(source).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise UsageError(f"{source.split('://')[0]}:// address without a valid host", hint="e.g. https://example.com/cal.ics")
         return source
     if source.lower().startswith("file://"):
         source = unquote(urlsplit(source).path)

@@ -37,7 +37,10 @@ def set_account(env, *, name=None, email=None, timezone=None, phone=None) -> Acc
     base = current or Account(timezone=timezone)
     changes = {k: v.strip() for k, v in dict(name=name, email=email, timezone=timezone, phone=phone).items() if v is not None}
     account = replace(base, **changes)
-    env.store.save_account(account)
+    with env.store.transaction():
+        env.store.save_account(account)
+        if current is not None and current.timezone != account.timezone:
+            env.store.clear_cursors()  # all-day and floating times move with the zone: the next sync pulls afresh
     return account
 
 
