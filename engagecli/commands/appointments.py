@@ -38,11 +38,9 @@ def list_(
     """List upcoming appointments."""
     from engagecli.output import print_json, table
     from engagecli.services import appointments as svc
-    from engagecli.services.profile import require_account
 
     env = ctx.obj
-    tz = require_account(env).timezone
-    items = env.store.list_appointments(None if all_ else env.now(), include_cancelled=all_)
+    tz, items = svc.listing(env, include_past_and_cancelled=all_)
     if json_:
         return print_json(env, [svc.to_json(a, tz) for a in items])
     if not items:

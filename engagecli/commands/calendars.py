@@ -85,8 +85,10 @@ def unlink(
     from engagecli.errors import UsageError
     from engagecli.services.calendars import unlink as do_unlink
 
+    from engagecli.services.calendars import get_calendar
+
     env = ctx.obj
-    cal = env.store.get_calendar(calendar_id)
+    cal = get_calendar(env, calendar_id)
     if not yes:
         if not env.interactive:
             raise UsageError(f"unlinking {cal.id} needs confirmation", hint="add --yes")
@@ -100,7 +102,9 @@ def unlink(
 
 def _ask_keep_copies(env, calendar_id: str) -> bool | None:
     """On a terminal, ask what to do with the copies already made; elsewhere the service asks for a flag."""
-    copies = len(env.store.copies(calendar_id))
+    from engagecli.services.calendars import copies_made
+
+    copies = copies_made(env, calendar_id)
     if not copies or not env.interactive:
         return None
     return not typer.confirm(f"Remove the {copies} copies engage made in {calendar_id} from the work calendar?",

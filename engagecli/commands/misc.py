@@ -167,11 +167,11 @@ def doctor(
 @settings_app.command("show")
 def settings_show(ctx: typer.Context, json_: bool = typer.Option(False, "--json")) -> None:
     """Show every setting and its value."""
-    from engagecli.env import DEFAULT_SETTINGS
     from engagecli.output import print_json
+    from engagecli.services.settings import show
 
     env = ctx.obj
-    data = {key: env.setting(key) for key in DEFAULT_SETTINGS}
+    data = show(env)
     if json_:
         return print_json(env, data)
     for key, value in data.items():
@@ -181,18 +181,11 @@ def settings_show(ctx: typer.Context, json_: bool = typer.Option(False, "--json"
 @settings_app.command("set")
 def settings_set(ctx: typer.Context, key: str = typer.Argument(...), value: str = typer.Argument(...)) -> None:
     """Change a setting, e.g. `engage settings set sync.window_future_days 730`."""
-    from engagecli.env import DEFAULT_SETTINGS
-    from engagecli.errors import UsageError
+    from engagecli.services.settings import set_setting
 
     env = ctx.obj
-    if key not in DEFAULT_SETTINGS:
-        raise UsageError(f"unknown setting {key!r}", hint="one of: " + ", ".join(DEFAULT_SETTINGS))
-    limits = {"sync.window_past_days": (0, 3650), "sync.window_future_days": (1, 3650), "slots.duration_minutes": (1, 1440)}
-    lo, hi = limits[key]
-    if not value.isascii() or not value.isdigit() or not lo <= int(value) <= hi:
-        raise UsageError(f"{key} must be a whole number from {lo} to {hi}")
-    env.store.set_setting(key, str(int(value)))
-    env.out(f"{key} = {int(value)}" + (" (run `engage sync` to fetch the new window)" if key.startswith("sync.") else ""))
+    number = set_setting(env, key, value)
+    env.out(f"{key} = {number}" + (" (run `engage sync` to fetch the new window)" if key.startswith("sync.") else ""))
 
 
 def register(app: typer.Typer) -> None:

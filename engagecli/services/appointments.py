@@ -52,6 +52,14 @@ def add(env, *, start: str, duration: int, title: str, customer_name=None, custo
                 return appt
 
 
+def listing(env, *, include_past_and_cancelled: bool = False) -> tuple[str, list[Appointment]]:
+    """(the account's zone, upcoming booked appointments — or all of them)."""
+    tz = require_account(env).timezone
+    if include_past_and_cancelled:
+        return tz, env.store.list_appointments(include_cancelled=True)
+    return tz, env.store.list_appointments(env.now())
+
+
 def cancel(env, appointment_id: str) -> Appointment:
     appt = env.store.get_appointment(appointment_id)
     if appt.status == "cancelled":

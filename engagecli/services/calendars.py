@@ -161,5 +161,13 @@ class CalendarRow:
                 "status": c.status, "error": c.error, "read_only": c.read_only}
 
 
+def get_calendar(env, calendar_id: str) -> CalendarInfo:
+    return env.store.get_calendar(calendar_id)
+
+
+def copies_made(env, calendar_id: str) -> int:
+    return len(env.store.copies(calendar_id))
+
+
 def list_calendars(env) -> list[CalendarRow]:
     return [CalendarRow(c) for c in env.store.list_calendars()]
