@@ -8,11 +8,16 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import tempfile
+from pathlib import Path
+
 import pytest
+
+from engagecli.secrets import open_secrets
 
 from contract import T0, WINDOW, ProviderContract, pull_all, spec
 from engagecli.core.models import CalendarInfo
-from engagecli.errors import ProviderError, RelinkNeeded, Unreachable
+from engagecli.errors import ProviderError, RelinkNeeded, Unreachable, UsageError
 from engagecli.providers import caldav
 from engagecli.providers.base import ProviderContext, secret_name
 from fakes.radicale import closed_port, radicale  # noqa: F401  (the module-scoped server fixture)
@@ -22,20 +27,6 @@ UTC = timezone.utc
 
 def no_sleep(_seconds):
     return None
-
-
-class FakeSecrets:
-    def __init__(self):
-        self.data: dict[str, str] = {}
-
-    def get(self, name):
-        return self.data.get(name)
-
-    def set(self, name, value):
-        self.data[name] = value
-
-    def delete(self, name):
-        self.data.pop(name, None)
 
 
 def ics_event(uid, start, end, summary="Busy", transparent=False, cancelled=False, extra="") -> str:
@@ -58,7 +49,7 @@ class CaldavHarness:
         self.srv = srv
         self.calendar_url = calendar_url
         self.base_url = base_url  # a proxy in front of Radicale, when set
-        self.secrets = FakeSecrets()
+        self.secrets = open_secrets(Path(tempfile.mkdtemp()), {"ENGAGE_SECRETS": "file"})  # the real file store
         self.secrets.set(secret_name("default", "cal-1", "password"), password or srv.password)
         self.tries = tries
         self.last = None
@@ -168,7 +159,7 @@ def test_wrong_password_needs_relink(radicale):  # noqa: F811
 
 def test_missing_password_needs_relink(radicale):  # noqa: F811
     h = CaldavHarness(radicale, radicale.calendar_url)
-    h.secrets.data.clear()
+    h.secrets.delete(secret_name("default", "cal-1", "password"))
     with pytest.raises(RelinkNeeded):
         h.provider()
 
@@ -182,6 +173,106 @@ def test_server_down_is_unreachable():
     assert p.requests == 2
     with pytest.raises(Unreachable):
         caldav.discover(url, "advisor", "s3cret", tries=1, sleep=no_sleep)
+
+
+def _with_userinfo(url: str, user: str, password: str) -> str:
+    return url.replace("http://", f"http://{user}:{password}@", 1)
+
+
+def test_userinfo_in_the_url_is_never_kept_or_shown(radicale):  # noqa: F811
+    from urllib.parse import urlsplit
+
+    url = _with_userinfo(radicale.calendar_url, "advisor", "s3cret")
+    result = caldav.link(url, "", "", None)  # no --username/password given: the URL's are used
+    assert result.calendars and result.calendars[0].remote_id == radicale.calendar_url
+    for cal in result.calendars:
+        assert "s3cret" not in cal.remote_id and urlsplit(cal.remote_id).username is None
+    assert result.options == {"username": "advisor", "server": radicale.calendar_url}
+    assert "s3cret" not in result.account
+    assert result.secrets == {"password": "s3cret"}  # only the secret store gets it
+    # a wrong password given explicitly wins over the URL's; the message shows neither
+    with pytest.raises(RelinkNeeded) as info:
+        caldav.link(url, "advisor", "wrong", None, sleep=no_sleep)
+    assert "s3cret" not in str(info.value) and "wrong" not in str(info.value)
+    assert f"engage link caldav http://127.0.0.1:{radicale.port}/ --username advisor" in str(info.value)
+    # a wrong password in the URL itself
+    with pytest.raises(RelinkNeeded) as info:
+        caldav.discover(_with_userinfo(radicale.url, "advisor", "n0pe"), "", "", sleep=no_sleep)
+    assert "n0pe" not in str(info.value) and "advisor" in str(info.value)
+    # a provider built from such a URL (an old link) neither sends nor shows it
+    p = caldav.Provider(_with_userinfo(radicale.calendar_url, "advisor", "s3cret"), "advisor", "wrong",
+                        server=_with_userinfo(radicale.url, "advisor", "s3cret"), sleep=no_sleep)
+    assert p.calendar_url == radicale.calendar_url and p.server == radicale.url
+    with pytest.raises(RelinkNeeded) as info:
+        pull_all(p)
+    assert "s3cret" not in str(info.value) and "wrong" not in str(info.value)
+    with pytest.raises(UsageError) as bad:
+        caldav.discover("http://advisor:s3cret@:x/", "", "")
+    assert "s3cret" not in str(bad.value)
+
+
+class _Redirector:
+    """A tiny http.server: PROPFIND / answers 404, /.well-known/caldav redirects to `target`; records requests."""
+
+    def __init__(self, target: str | None = None):
+        self.seen: list[tuple[str, str, str | None]] = []
+        me = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_PROPFIND(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                me.seen.append((self.command, self.path, self.headers.get("Authorization")))
+                if self.path.startswith("/.well-known/caldav") and me.target:
+                    self.send_response(301)
+                    self.send_header("Location", me.target)
+                else:
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.target = target
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_redirect_to_another_host_is_refused_without_sending_credentials():
+    with _Redirector() as other, _Redirector() as server:
+        server.target = f"http://127.0.0.1:{other.port}/dav/"
+        with pytest.raises(ProviderError) as info:
+            caldav.discover(f"http://127.0.0.1:{server.port}/", "advisor", "s3cret", tries=1, sleep=no_sleep)
+    message = str(info.value)
+    assert f"127.0.0.1:{other.port}" in message and "\n" not in message and "s3cret" not in message
+    assert other.seen == []  # the credentials never went there
+    assert [(m, p) for m, p, _ in server.seen] == [("PROPFIND", "/"), ("PROPFIND", "/.well-known/caldav")]
+
+
+def test_same_server_redirects_only():
+    same = caldav._same_server
+    assert same("http://h.example/a/", "http://H.example:80/b/")
+    assert same("http://h.example/a/", "https://h.example/b/")  # the https upgrade of the same host
+    assert same("https://h.example:8443/a/", "https://h.example:8443/b/")
+    assert not same("https://h.example/a/", "http://h.example/b/")  # never downgraded
+    assert not same("https://h.example/a/", "https://h.example:8443/b/")
+    assert not same("http://h.example/a/", "http://other.example/b/")
+    assert not same("http://h.example/a/", "http://h.example:bad/b/")
 
 
 def test_malformed_answers_are_provider_errors(harness):

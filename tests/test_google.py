@@ -175,6 +175,46 @@ def test_expired_sync_token_falls_back_to_full(harness):
     assert result2.full and key in items2 and result2.cursor != result.cursor
 
 
+def _listings(fake, suffix):
+    return [q for m, path, q in fake.log if m == "GET" and path.endswith(suffix)]
+
+
+def test_a_repeated_page_token_stops_every_listing(harness):
+    h = harness
+    for i in range(4):
+        h.add_event(T0 + timedelta(days=i), T0 + timedelta(days=i, hours=1))
+    first, _ = pull_all(h.provider())
+    h.fake.page_loops = {"events": "repeat", "calendarList": "repeat"}
+    h.fake.log.clear()
+    with pytest.raises(ProviderError, match="kept sending more pages") as info:  # a full pull (streamed)
+        pull_all(h.provider())
+    assert "\n" not in str(info.value)
+    assert len(_listings(h.fake, "/events")) == 2  # the first page; the page of token T, whose next token is T
+    h.add_event(T0, T0 + timedelta(hours=2))
+    h.add_event(T0, T0 + timedelta(hours=3))
+    h.add_event(T0, T0 + timedelta(hours=4))
+    h.add_event(T0, T0 + timedelta(hours=5))
+    with pytest.raises(ProviderError, match="kept sending more pages"):  # an incremental pull
+        h.provider().pull_changes(first.cursor, WINDOW)
+    h.fake.log.clear()
+    with pytest.raises(ProviderError, match="kept sending more pages"):  # the calendar list
+        h.provider().list_calendars()
+    assert len(_listings(h.fake, "/calendarList")) == 2
+
+
+def test_endless_pages_stop_after_max_pages(harness, monkeypatch):
+    assert google.MAX_PAGES == 10_000
+    monkeypatch.setattr(google, "MAX_PAGES", 5)
+    harness.add_event(T0, T0 + timedelta(hours=1))
+    harness.fake.page_loops = {"events": "endless", "calendarList": "endless"}
+    with pytest.raises(ProviderError, match="kept sending more pages"):
+        pull_all(harness.provider())
+    assert len(_listings(harness.fake, "/events")) == 5
+    with pytest.raises(ProviderError, match="kept sending more pages"):
+        harness.provider().list_calendars()
+    assert len(_listings(harness.fake, "/calendarList")) == 5
+
+
 def test_list_calendars_marks_primary_and_read_only(harness):
     harness.fake.page_size = 2  # two pages of calendarList
     cals = harness.provider().list_calendars()

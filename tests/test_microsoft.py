@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from engagecli.fsutil import write_private
+from engagecli.secrets import open_secrets
 
 from contract import T0, WINDOW, ProviderContract, pull_all, spec
 from engagecli.core.models import CalendarInfo
@@ -22,20 +23,6 @@ from engagecli.providers.base import CopyRef, ProviderContext, secret_name
 from fakes.graph import GraphFake
 
 UTC = timezone.utc
-
-
-class DictSecrets:
-    def __init__(self):
-        self.data: dict[str, str] = {}
-
-    def get(self, name):
-        return self.data.get(name)
-
-    def set(self, name, value):
-        self.data[name] = value
-
-    def delete(self, name):
-        self.data.pop(name, None)
 
 
 class RecordingUI:
@@ -70,7 +57,7 @@ def link_calendar(fake, tmp_path, *, timezone_name="Europe/Oslo", cal_id="micros
     ui = ui or RecordingUI()
     result = microsoft.link(ui, client_id=None, tenant=None, browser=False, environ=dict(os.environ))
     chosen = next(c for c in result.calendars if c.primary)
-    secrets = DictSecrets()
+    secrets = open_secrets(tmp_path / "home", {"ENGAGE_SECRETS": "file"})  # the real file store
     for kind, value in result.secrets.items():
         secrets.set(secret_name("default", cal_id, kind), value)
     state = tmp_path / "state"
@@ -349,6 +336,46 @@ def test_pages_are_followed_and_streamed(harness):
     assert json.loads(result.cursor)["delta"].startswith(fake.graph_url)
 
 
+def test_a_repeated_next_link_stops_every_listing(harness):
+    fake = harness.fake
+    for i in range(5):
+        harness.add_event(T0 + timedelta(days=i), T0 + timedelta(days=i, hours=1))
+    first, _ = pull_all(harness.provider())
+    fake.page_loops = {"delta": "repeat"}
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages") as info:  # a full pull
+        pull_all(harness.provider())
+    assert "\n" not in str(info.value)
+    harness.add_event(T0, T0 + timedelta(hours=2))
+    harness.add_event(T0, T0 + timedelta(hours=3))
+    harness.add_event(T0, T0 + timedelta(hours=4))
+    fake.log.clear()
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages"):  # an incremental pull
+        pull_all(harness.provider(), first.cursor)
+    assert len(fake.graph_requests("GET", "calendarView/delta")) == 2  # the delta link; next link T, whose next is T
+    fake.page_loops = {"events": "repeat"}  # the $filter listing of our copies on a full pull
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages"):
+        pull_all(harness.provider())
+    fake.page_loops = {"calendars": "repeat"}
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages"):
+        harness.provider().list_calendars()
+
+
+def test_endless_next_links_stop_after_max_pages(harness, monkeypatch):
+    assert microsoft.MAX_PAGES == 10_000
+    monkeypatch.setattr(microsoft, "MAX_PAGES", 4)
+    fake = harness.fake
+    harness.add_event(T0, T0 + timedelta(hours=1))
+    fake.page_loops = {"delta": "endless"}
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages"):
+        pull_all(harness.provider())
+    assert len(fake.graph_requests("GET", "calendarView/delta")) == 4
+    fake.page_loops = {"calendars": "endless"}
+    fake.log.clear()
+    with pytest.raises(microsoft.ProviderError, match="kept sending more pages"):
+        harness.provider().list_calendars()
+    assert len(fake.graph_requests("GET", "/me/calendars")) == 4
+
+
 def test_incremental_pull_reports_removed_and_cancelled(harness):
     fake = harness.fake
     a = harness.add_event(T0, T0 + timedelta(hours=1))
@@ -450,6 +477,35 @@ def test_copy_into_read_only_calendar_fails_clearly(harness):
     with pytest.raises(microsoft.ProviderError) as info:
         harness.provider().put_copy(spec("r1", T0), None)
     assert "403" in str(info.value)
+
+
+@pytest.mark.parametrize("code", ["ErrorAccessDenied", "Authorization_RequestDenied", "accessDenied"])
+def test_access_denied_on_reads_needs_relink(harness, code):
+    p = harness.provider()
+    key = harness.add_event(T0, T0 + timedelta(hours=1))
+    harness.fake.deny_reads = code
+    expected = "Microsoft refused access to the calendar for advisor@example.com; run `engage link microsoft` again"
+    with pytest.raises(RelinkNeeded) as info:  # the calendar list
+        p.list_calendars()
+    assert str(info.value) == expected
+    with pytest.raises(RelinkNeeded) as info:  # calendarView/delta
+        pull_all(p)
+    assert str(info.value) == expected
+    with pytest.raises(RelinkNeeded):  # GET of an event
+        p._get_event(key)
+    with pytest.raises(RelinkNeeded):  # the $filter listing of our copies
+        p._list_copies()
+    with pytest.raises(RelinkNeeded):  # the look-up of put_copy, single and in a batch
+        p.put_copy(spec("d1", T0), None)
+    with pytest.raises(RelinkNeeded):
+        p.put_copies([(spec("d2", T0), None), (spec("d3", T0), None)])
+    assert harness.fake.copies(harness.cal.remote_id) == {}
+
+
+def test_other_403_on_reads_stays_a_provider_error(harness):
+    harness.fake.deny_reads = "ErrorSomethingElse"
+    with pytest.raises(microsoft.ProviderError, match="403"):
+        pull_all(harness.provider())
 
 
 def test_copies_are_recognised_in_incremental_pulls(harness):

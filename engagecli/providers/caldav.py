@@ -6,7 +6,11 @@ over paging. What we need is a handful of requests and three XML shapes, so we s
 
 - Discovery (`discover`/`link`): PROPFIND the given URL for current-user-principal / calendar-home-set /
   resourcetype; when the URL tells us nothing, follow RFC 6764 `/.well-known/caldav`. Redirects of reads are
-  followed by hand (requests would turn a redirected PROPFIND into one without a body), never https -> http.
+  followed by hand (requests would turn a redirected PROPFIND into one without a body), and only within the same
+  server (same scheme, host and port, or the https upgrade of the same host): the password never goes to another
+  host, nor over http once https was used. A redirect elsewhere is a ProviderError naming the target host.
+- A URL with user:password@ in it: the user name and password are used when none were given, and the URL is kept
+  (database, options, remote ids, messages) without them; `origin` is scheme://host[:port] only.
   Then a Depth: 1 PROPFIND on the calendar home lists the collections whose resourcetype is calendar and whose
   supported-calendar-component-set allows VEVENT (absent = everything), with displayname and read-only
   (current-user-privilege-set without write). A URL that is itself a calendar comes
@@ -47,7 +51,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterator
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from engagecli.errors import ProviderError, RelinkNeeded, Unreachable
 from engagecli.providers import http
@@ -192,6 +196,47 @@ def copy_name(appointment_id: str) -> str:
     return f"engage-{hashlib.sha256(appointment_id.encode()).hexdigest()[:32]}.ics"
 
 
+# --- URLs -----------------------------------------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """`url` without any `user:password@` (scheme, host, port, path, query kept), and the user name and password
+    that were in it (None when absent)."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), unquote(user) or None, unquote(password) if colon else None
+
+
+def _server_key(url: str) -> tuple[str, str, int | None]:
+    """(scheme, lower-case host, port with the default filled in) of `url`; ValueError for a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
+def _same_server(current: str, target: str) -> bool:
+    """Whether a redirect from `current` to `target` stays on the same server: same scheme, host and port, or the
+    https upgrade of the same host. Credentials are sent only then."""
+    try:
+        a, b = _server_key(current), _server_key(target)
+    except ValueError:
+        return False
+    if not b[1] or b[0] not in _DEFAULT_PORTS:
+        return False
+    return a == b or (a[0] == "http" and b[0] == "https" and a[1] == b[1])
+
+
+def _host_label(url: str) -> str:
+    """host[:port] of `url` for a message: no user info, no path, nothing but host characters."""
+    hostport = urlsplit(url).netloc.rpartition("@")[2]
+    return re.sub(r"[^A-Za-z0-9.:\[\]_-]", "?", hostport)[:100] or "an unknown host"
+
+
 # --- the client -----------------------------------------------------------------------------------------------
 
 class _Counting:
@@ -209,12 +254,21 @@ class DavClient:
     """One session against one server: auth, retries, status -> error mapping. No calendar logic."""
 
     def __init__(self, url: str, username: str, password: str, *, tries: int = 5, sleep=time.sleep, session=None):
+        url, url_user, url_password = split_userinfo(url)  # user:password@ is never kept nor shown
+        username = username or url_user or ""
+        password = password or url_password or ""
         self.url = url
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+            bad = parts.scheme not in ("http", "https") or not parts.hostname
+        except ValueError:
+            bad = True
+        if bad:
             from engagecli.errors import UsageError
 
-            raise UsageError(f"not a CalDAV address: {url!r}", hint="give an http(s):// URL of the server")
+            shown = f": {url!r}" if "@" not in url else ""  # maybe a password that urlsplit did not recognise
+            raise UsageError(f"not a CalDAV address{shown}", hint="give an http(s):// URL of the server")
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.host = parts.hostname or parts.netloc
         self.username = username
@@ -253,9 +307,12 @@ class DavClient:
             redirect = code in (301, 302, 303, 307, 308) and code not in allow and location
             if redirect and method in ("PROPFIND", "REPORT"):
                 target = urljoin(url, location)
-                if urlsplit(target).scheme == urlsplit(url).scheme:  # never downgrade https to http
-                    url = target
-                    continue
+                if not _same_server(url, target):  # the password goes to this server only, never over http
+                    raise ProviderError(
+                        f"{self.what} redirected engage to {_host_label(target)}; engage follows redirects only "
+                        "within the same server", hint="if that server is right, link it with its own address")
+                url = split_userinfo(target)[0]
+                continue
             break
         if code in ok or code in allow:
             return response
@@ -326,6 +383,7 @@ def _well_known(client: DavClient) -> list[DavResponse]:
 def discover(url: str, username: str, password: str, *, tries: int = 5, sleep=time.sleep) -> LinkResult:
     """The VEVENT calendars `username` can see, starting from a server root, a principal or a calendar URL."""
     client = DavClient(url, username, password, tries=tries, sleep=sleep)
+    url, username, password = client.url, client.username, client._password  # without user:password@ in the URL
     start = url if url.endswith("/") else url + "/"
     _, found = client.propfind(start, PROPFIND_DISCOVERY, "0", allow=(400, 404, 405, 501))
     given: RemoteCalendar | None = None
@@ -409,12 +467,13 @@ class Provider:
 
     def __init__(self, calendar_url: str, username: str, password: str, *, timezone_name: str = "UTC",
                  me: set[str] | None = None, server: str | None = None, tries: int = 5, sleep=time.sleep):
-        self.calendar_url = calendar_url if calendar_url.endswith("/") else calendar_url + "/"
-        self.client = DavClient(self.calendar_url, username, password, tries=tries, sleep=sleep)
+        calendar_url = calendar_url if calendar_url.endswith("/") else calendar_url + "/"
+        self.client = DavClient(calendar_url, username, password, tries=tries, sleep=sleep)
+        self.calendar_url = self.client.url  # without user:password@
         self.collection = norm_path(self.calendar_url, self.calendar_url)
         self.timezone = timezone_name
         self.me = {m.lower() for m in (me or set())}
-        self.server = server or self.calendar_url
+        self.server = split_userinfo(server)[0] if server else self.calendar_url
 
     @classmethod
     def from_calendar(cls, cal, ctx, **kw) -> "Provider":
@@ -422,9 +481,9 @@ class Provider:
         username = options.get("username") or ""
         password = ctx.secrets.get(secret_name(ctx.profile, cal.id, "password"))
         if not password:
+            address = split_userinfo(options.get("server") or cal.remote_id)[0]
             raise RelinkNeeded(f"no password is stored for calendar {cal.id}",
-                               hint=f"run `engage link caldav {options.get('server') or cal.remote_id} "
-                                    f"--username {username}` again")
+                               hint=f"run `engage link caldav {address} --username {username}` again")
         me = options.get("me") or []
         me = {me} if isinstance(me, str) else set(me)
         if not me and "@" in username:

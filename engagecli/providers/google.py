@@ -17,7 +17,9 @@ page by page: `PullResult.items` is a generator and `PullResult.cursor` (Google'
 page only) is known once the items were consumed -- read it after iterating (reading it earlier raises).
 An incremental pull (syncToken; no timeMin/timeMax allowed then) is read completely before it returns, so a
 410 Gone on any page still turns into a clean full pull. Events that moved out of the window on an incremental
-pull are reported as deleted. Note: a sync token remembers the window it was started with; instances that enter
+pull are reported as deleted. Every page loop (calendarList, events.list full and incremental) is bounded: a page
+token seen twice, or more than MAX_PAGES (10,000) pages, is a ProviderError ("kept sending more pages"). Note: a
+sync token remembers the window it was started with; instances that enter
 the rolling window only because time passed (no edit) are seen on the next full pull.
 
 Copies: the event id is derived from the appointment id ("eng0" + base32hex of its bytes, lower-case, no
@@ -84,6 +86,7 @@ ENV_API_URL = "ENGAGE_GOOGLE_API_URL"
 
 WHAT = "Google Calendar"
 PAGE_SIZE = 2500  # events.list maxResults upper bound; pages may come back shorter
+MAX_PAGES = 10_000  # pages of one listing before we give up on a server that never stops paging
 BATCH_SIZE = 50  # calls per batch request we send (Google allows 1000; it advises small batches)
 BATCH_LIMIT = 1000
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
@@ -153,6 +156,25 @@ def _is_rate_limited(response) -> bool:
         return False
     reasons, _ = _error_reasons(response)
     return bool(reasons & RATE_LIMIT_REASONS) or "RATE_LIMIT_EXCEEDED" in reasons
+
+
+class _Pages:
+    """Bounds one page loop: at most MAX_PAGES pages, and never the same page token twice."""
+
+    def __init__(self, doing: str):
+        self.doing = doing
+        self.pages = 1  # the first page was (or is being) fetched without a token
+        self.seen: set[str] = set()
+
+    def next(self, token: str) -> str:
+        """Allow fetching the page of `token`, or raise ProviderError."""
+        if token in self.seen or self.pages >= MAX_PAGES:
+            why = "a page token came back twice" if token in self.seen else f"more than {MAX_PAGES} pages"
+            raise ProviderError(f"{WHAT} kept sending more pages while {self.doing} ({why})",
+                                hint="run `engage sync` again later")
+        self.seen.add(token)
+        self.pages += 1
+        return token
 
 
 def _window_key(window: tuple[datetime, datetime]) -> str:
@@ -382,13 +404,14 @@ class GoogleApi:
     def calendar_list(self) -> list[dict]:
         out: list[dict] = []
         params: dict = {"maxResults": 250}
+        pages = _Pages("listing the calendars")
         while True:
             page = self.get_json(self.url("users", "me", "calendarList"), params)
             out.extend(page.get("items") or [])
             token = page.get("nextPageToken")
             if not token:
                 return out
-            params = {"maxResults": 250, "pageToken": token}
+            params = {"maxResults": 250, "pageToken": pages.next(token)}
 
 
 def _calendars_from_list(entries: list[dict]) -> list[RemoteCalendar]:
@@ -680,6 +703,7 @@ class Provider:
         params: dict = {"singleEvents": "true", "maxResults": PAGE_SIZE, "syncToken": cursor}
         items: list[RemoteItem] = []
         deleted: list[str] = []
+        pages = _Pages("listing the changes of the calendar")
         while True:
             page = self._page(params)
             if page is None:
@@ -694,7 +718,8 @@ class Provider:
             token = page.get("nextPageToken")
             if not token:
                 return PullResult(items, deleted, full=False, cursor=page.get("nextSyncToken"))
-            params = {"singleEvents": "true", "maxResults": PAGE_SIZE, "syncToken": cursor, "pageToken": token}
+            params = {"singleEvents": "true", "maxResults": PAGE_SIZE, "syncToken": cursor,
+                      "pageToken": pages.next(token)}
 
     def _full(self, window, prefix: str = "") -> PullResult:
         base = {"singleEvents": "true", "maxResults": PAGE_SIZE,
@@ -706,6 +731,7 @@ class Provider:
 
         def stream(result: _StreamedPull):
             page = first
+            pages = _Pages("listing the calendar")
             while True:
                 for event in page.get("items") or []:
                     item = self._item(event)
@@ -717,7 +743,7 @@ class Provider:
                     result.cursor = prefix + sync_token if sync_token else None
                     result._done = True
                     return
-                page = self._page({**base, "pageToken": token})
+                page = self._page({**base, "pageToken": pages.next(token)})
                 if page is None:
                     raise ProviderError(f"{WHAT} expired the listing while it was being read",
                                         hint="run `engage sync` again")

@@ -25,7 +25,11 @@ Reading (`pull_changes`)
     bound to its window: a different window means one full pull). Pages are followed (@odata.nextLink) and
     streamed; the cursor is JSON {"v", "window", "delta": @odata.deltaLink}. 410 (SyncStateNotFound) or 400
     on the delta link means a full pull. Prefer: outlook.timezone="UTC", IdType="ImmutableId",
-    odata.maxpagesize. When `items` is a generator, `deleted` and `cursor` are complete once it is exhausted.
+    odata.maxpagesize. Every page loop (delta, the calendar list, $filter listings) is bounded: a next link seen
+    twice, or more than MAX_PAGES (10,000) pages, is a ProviderError ("kept sending more pages"). A 403 on a read
+    (calendar list, delta, GET event, listings) with ErrorAccessDenied / Authorization_RequestDenied /
+    accessDenied means the calendar is no longer shared with the account: RelinkNeeded. A 403 on a write stays a
+    ProviderError (a read-only calendar). When `items` is a generator, `deleted` and `cursor` are complete once it is exhausted.
     Busy rule: showAs free -> not busy ("free"); responseStatus declined -> not busy ("declined");
     isCancelled or @removed -> gone; all-day events cover whole local dates in the advisor's zone.
     Occurrences of a series arrive sparse in delta (id/start/end only): their showAs etc. come from the series
@@ -105,6 +109,8 @@ MARKER_GUID = "{8f2d6c1e-4b7a-4e59-9c3d-5a1e7b2f90c4}"
 MARKER_PROP = f"String {MARKER_GUID} Name EngageAppointmentId"
 TRANSACTION_NAMESPACE = uuid.UUID("3c8e1f0a-9b4d-5e2f-8a71-6d0c4b9e2a15")
 PAGE_SIZE = 50
+MAX_PAGES = 10_000  # pages of one listing before we give up on a server that never stops paging
+ACCESS_DENIED_CODES = frozenset({"erroraccessdenied", "authorization_requestdenied", "accessdenied"})
 BATCH_SIZE = 20  # Graph's limit of requests in one $batch
 BATCH_TRIES = 5  # batches per chunk of items answered 429/5xx, the first one included
 PREFER = 'outlook.timezone="UTC", IdType="ImmutableId"'
@@ -145,6 +151,25 @@ def _graph_code(resp) -> str:
         return ""
     err = body.get("error") if isinstance(body, dict) else None
     return _code(err.get("code")) if isinstance(err, dict) else ""
+
+
+class _Pages:
+    """Bounds one page loop: at most MAX_PAGES pages, and never the same next link twice."""
+
+    def __init__(self, doing: str):
+        self.doing = doing
+        self.pages = 1  # the first page was (or is being) fetched without a next link
+        self.seen: set[str] = set()
+
+    def next(self, link: str) -> str:
+        """Allow fetching the page at `link`, or raise ProviderError."""
+        if link in self.seen or self.pages >= MAX_PAGES:
+            why = "a next link came back twice" if link in self.seen else f"more than {MAX_PAGES} pages"
+            raise ProviderError(f"Microsoft Graph kept sending more pages while {self.doing} ({why})",
+                                hint="run `engage sync` again later")
+        self.seen.add(link)
+        self.pages += 1
+        return link
 
 
 def _json(resp) -> dict:
@@ -425,11 +450,12 @@ def _browser_sign_in(app, ui) -> dict:
 class _Graph:
     """Authorised Graph requests: retries (providers.http), one forced token refresh on 401."""
 
-    def __init__(self, base_url: str, token_for, relink_error, session=None):
+    def __init__(self, base_url: str, token_for, relink_error, session=None, account: str = "the Microsoft account"):
         self.base_url = base_url.rstrip("/")
         self.token_for = token_for  # (force: bool) -> access token
         self.relink_error = relink_error  # () -> RelinkNeeded
         self.session = session or http.new_session()
+        self.account = account  # named in messages
 
     def url(self, path: str) -> str:
         return path if path.startswith("https://") else self.base_url + path
@@ -456,11 +482,12 @@ class _Graph:
         raise self.relink_error()
 
     def get_all(self, path: str, params=None, doing: str = "reading from Microsoft Graph"):
-        """Every item of a collection, following @odata.nextLink."""
+        """Every item of a collection, following @odata.nextLink (bounded: see _Pages)."""
         resp = self.send("GET", path, params=params)
+        pages = _Pages(doing)
         while True:
             if resp.status_code != 200:
-                raise _failure(resp, doing)
+                raise _read_failure(resp, doing, self.account)
             body = _json(resp)
             yield from body.get("value", [])
             nxt = body.get("@odata.nextLink")
@@ -468,7 +495,7 @@ class _Graph:
                 return
             if not self.own(nxt):
                 raise ProviderError("Microsoft Graph sent a next page on another server")
-            resp = self.send("GET", nxt)
+            resp = self.send("GET", pages.next(nxt))
 
     def calendars(self) -> list[RemoteCalendar]:
         out = []
@@ -493,6 +520,14 @@ def _failure(resp, doing: str) -> EngageError:
         return ProviderError(f"Microsoft Graph refused {doing} ({detail})",
                              hint="check that the account may edit this calendar, or " + RELINK_HINT)
     return ProviderError(f"Microsoft Graph answered {detail} while {doing}")
+
+
+def _read_failure(resp, doing: str, account: str) -> EngageError:
+    """_failure for a read: a 403 access-denied there means the calendar (or the grant) is gone for the account,
+    not a read-only calendar: link again."""
+    if resp.status_code == 403 and _graph_code(resp).lower() in ACCESS_DENIED_CODES:
+        return RelinkNeeded(f"Microsoft refused access to the calendar for {account}; {RELINK_HINT}")
+    return _failure(resp, doing)
 
 
 # --------------------------------------------------------------------------------------------- link
@@ -528,7 +563,7 @@ def link(ui, *, client_id: str | None = None, tenant: str | None = None, browser
     def relink():
         return RelinkNeeded(f"Microsoft refused the new sign-in for {username}; {RELINK_HINT}")
 
-    calendars = _Graph(graph_url, lambda force: token, relink).calendars()
+    calendars = _Graph(graph_url, lambda force: token, relink, account=username).calendars()
     if not calendars:
         raise ProviderError(f"the Microsoft account {username} has no calendars")
 
@@ -565,7 +600,7 @@ class Provider:
         self.cache_path = Path(cache_path)
         self.cache_key = cache_key
         self.timezone = timezone
-        self.graph = _Graph(graph_url, self._access_token, self._relink, session)
+        self.graph = _Graph(graph_url, self._access_token, self._relink, session, account=account)
         self._app = None
         self._cache = None
         self._token: str | None = None
@@ -682,11 +717,12 @@ class Provider:
         if resp.status_code == 404:
             raise RelinkNeeded(f"the Microsoft calendar is gone or no longer shared with {self.account}; "
                                f"{RELINK_HINT}")
-        raise _failure(resp, "reading the calendar")
+        raise _read_failure(resp, "reading the calendar", self.account)
 
     def _stream(self, page: dict, result: PullResult, wkey: list[str]):
         masters: dict[str, dict] = {}
         copies = self._list_copies() if result.full else None
+        pages = _Pages("reading the calendar")
         while True:
             for ev in page.get("value", []):
                 item = self._item(ev, result, copies, masters)
@@ -696,7 +732,7 @@ class Provider:
             if nxt:
                 if not self.graph.own(nxt):
                     raise ProviderError("Microsoft Graph sent a next page on another server")
-                page = self._delta_page(nxt)
+                page = self._delta_page(pages.next(nxt))
                 continue
             delta = page.get("@odata.deltaLink")
             result.cursor = json.dumps({"v": 1, "window": wkey, "delta": delta}) if delta else None
@@ -751,7 +787,7 @@ class Provider:
             elif resp.status_code == 404:
                 masters[master_id] = {}
             else:
-                raise _failure(resp, "reading a recurring event")
+                raise _read_failure(resp, "reading a recurring event", self.account)
         return masters[master_id]
 
     def _appointment_of(self, ev: dict, copies) -> str | None:
@@ -791,7 +827,7 @@ class Provider:
             return _json(resp)
         if resp.status_code in (404, 410):
             return None
-        raise _failure(resp, "reading an event")
+        raise _read_failure(resp, "reading an event", self.account)
 
     # copies -----------------------------------------------------------------------------------------------
     def _copy_body(self, spec: CopySpec) -> dict:
@@ -922,7 +958,7 @@ class Provider:
                     results[i] = self._single(spec, existing)
                     continue
                 if a.status_code != 200:
-                    results[i] = self._item_error(a, "looking up a copied appointment")
+                    results[i] = self._item_error(a, "looking up a copied appointment", reader=self.account)
                     continue
                 try:
                     body = a.json()
@@ -988,13 +1024,15 @@ class Provider:
             return exc
 
     @staticmethod
-    def _item_error(answer: "_ItemResponse", doing: str) -> ProviderError:
+    def _item_error(answer: "_ItemResponse", doing: str, reader: str | None = None) -> ProviderError:
+        """The ProviderError of a failed batch item; raises Unreachable / RelinkNeeded. `reader`: the item was a
+        read by that account (a 403 access-denied then needs a relink, as for single reads)."""
         if answer.status_code == 0:
             raise Unreachable(f"Microsoft Graph left a request of a batch unanswered while {doing}",
                               hint="run `engage sync` again later")
-        err = _failure(answer, doing)
+        err = _failure(answer, doing) if reader is None else _read_failure(answer, doing, reader)
         if not isinstance(err, ProviderError):
-            raise err  # Unreachable: throttled or unavailable after every retry
+            raise err  # Unreachable: throttled or unavailable after every retry; RelinkNeeded
         return err
 
     def _batch(self, items: dict[str, dict], doing: str) -> dict[str, _ItemResponse]:

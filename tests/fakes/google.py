@@ -30,6 +30,8 @@ requests (not OAuth; a batch is one request) answer `status`. `fail_parts({part 
 reason=None)` makes those parts of the next batch answer `status` (each call queues one batch).
 `api_requests` counts API requests (a batch counts once); `log` keeps (method, path, query) of them;
 `batch_parts` keeps (method, path, query) of every part served and `batches` the number of parts of each batch.
+`page_loops` ({"calendarList" | "events": "repeat" | "endless"}) makes a listing never end: "repeat" answers a
+page token with the same page and the same nextPageToken again, "endless" with a fresh token every time.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class GoogleFake:
         self.authorize_requests: list[dict] = []
         self.consent = "allow"  # allow | deny
         self.granted_scopes: list[str] | None = None  # None: grant what was asked
+        self.page_loops: dict[str, str] = {}  # listing ("calendarList" | "events") -> "repeat" | "endless"
         self.add_calendar(account, account, primary=True)
         self.add_calendar("team@group.calendar.google.com", "Team", role="writer")
         self.add_calendar("en.norwegian#holiday@group.v.calendar.google.com", "Holidays in Norway", role="reader")
@@ -505,11 +508,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type."})
 
     # Calendar --------------------------------------------------------------------------------------------------------
-    def _paged(self, key: str, items: list, extra: dict, query: dict, last: dict) -> None:
+    def _paged(self, key: str, items: list, extra: dict, query: dict, last: dict, listing: str = "events") -> None:
         """Serve `items` (or the rest of a page token's list) in small pages."""
         fake = self.fake
+        loop = fake.page_loops.get(listing)
         if query.get("pageToken"):
-            items = fake.page_tokens.pop(query["pageToken"], None)
+            tokens = fake.page_tokens
+            items = tokens.get(query["pageToken"]) if loop else tokens.pop(query["pageToken"], None)
             if items is None:
                 return self._send(400, _error(400, "invalid", "Invalid page token."))
             last = items[0]
@@ -517,9 +522,11 @@ class _Handler(BaseHTTPRequestHandler):
         size = min(fake.page_size, int(query.get("maxResults") or 250))
         page, rest = items[:size], items[size:]
         body = {**extra, key: page}
-        if rest:
+        if loop == "repeat" and query.get("pageToken"):
+            body["nextPageToken"] = query["pageToken"]  # the same token (and page) again, forever
+        elif rest or loop:
             token = "pt-" + secrets.token_urlsafe(8)
-            fake.page_tokens[token] = [last, *rest]
+            fake.page_tokens[token] = [last, *(rest or page)]
             body["nextPageToken"] = token
         else:
             body.update(last)
@@ -527,12 +534,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _calendar_list(self, query: dict) -> None:
         entries = [dict(c["meta"]) for c in self.fake.calendars.values()]
-        self._paged("items", entries, {"kind": "calendar#calendarList", "etag": '"p1"'}, query, {})
+        self._paged("items", entries, {"kind": "calendar#calendarList", "etag": '"p1"'}, query, {}, "calendarList")
 
     def _list(self, cal: dict, q: dict) -> None:
         fake = self.fake
         if q.get("pageToken"):
-            return self._paged("items", [], {}, q, {})
+            return self._paged("items", [], {}, q, {}, "events")
         if q.get("singleEvents") != "true":
             return self._send(400, _error(400, "badRequest", "this fake only serves singleEvents=true"))
         events = sorted(cal["events"].values(), key=lambda e: (_instant(e["start"]), e["id"]))

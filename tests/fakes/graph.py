@@ -34,6 +34,9 @@ invalidate_access_tokens(), expire_delta_tokens(), fail_next(n, status, retry_af
 fail_items(n, status, retry_after, method=, contains=) (items of batches), `index_lag` (True: $filter listings do
 not see events yet, like Exchange's lagging index), counters `log` (method, path), `batch_log` (one list of
 (method, url) per batch) and `grants` (grant type -> count).
+`page_loops` ({"calendars" | "events" | "delta": "repeat" | "endless"}) makes a listing never end: "repeat" answers
+a next page with the same @odata.nextLink again, "endless" with a fresh one every time. `deny_reads` (an error code
+such as "ErrorAccessDenied", or None) answers every GET 403 with that code (as when the calendar is unshared).
 """
 
 from __future__ import annotations
@@ -108,6 +111,8 @@ class GraphFake(HttpsServer):
         self.faults: collections.deque = collections.deque()
         self.item_faults: list[dict] = []
         self.index_lag = False
+        self.page_loops: dict[str, str] = {}  # listing ("calendars" | "events" | "delta") -> "repeat" | "endless"
+        self.deny_reads: str | None = None  # an error code: every GET answers 403 with it
         self.log: list[tuple[str, str]] = []
         self.batch_log: list[list[tuple[str, str]]] = []
         self.shuffle = random.Random(7).shuffle
@@ -504,6 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
         if 'outlook.timezone="UTC"' not in prefer or 'IdType="ImmutableId"' not in prefer:
             fake.violations.append(f"{method} {path}: Prefer {prefer!r}")
             return self._error(400, "FakeNeedsPrefer", 'send Prefer: outlook.timezone="UTC", IdType="ImmutableId"')
+        if method == "GET" and fake.deny_reads:
+            return self._error(403, fake.deny_reads, "Access is denied. Check credentials and try again.")
         m = re.fullmatch(r"/me/calendars/([^/]+)(/.*)?", path)
         if path == "/me/calendars" and method == "GET":
             return self._list_calendars(q)
@@ -544,7 +551,12 @@ class _Handler(BaseHTTPRequestHandler):
         value = [{"id": cid, "name": c["name"], "isDefaultCalendar": c["isDefaultCalendar"], "canEdit": c["canEdit"],
                   "color": "auto", "owner": {"name": "Ada Advisor", "address": fake.username}}
                  for cid, c in fake.calendars.items()]
-        return self._send(200, {"value": value})
+        body: dict = {"value": value}
+        loop = fake.page_loops.get("calendars")
+        if loop:
+            token = q["$skiptoken"] if loop == "repeat" and q.get("$skiptoken") else secrets.token_urlsafe(8)
+            body["@odata.nextLink"] = f"{fake.graph_url}/me/calendars?$skiptoken={token}"
+        return self._send(200, body)
 
     def _payload(self, ev: dict, q: dict, *, sparse: bool = False) -> dict:
         if sparse:
@@ -581,14 +593,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _overlaps(ev: dict, window: tuple[datetime, datetime]) -> bool:
         return ev["end"] > window[0] and ev["start"] < window[1]
 
-    def _page(self, cal: str, window, items: list[dict], version: int, size: int) -> None:
+    def _page(self, cal: str, window, items: list[dict], version: int, size: int, skiptoken: str | None = None):
         fake = self.fake
         page, rest = items[:size], items[size:]
         body: dict = {"@odata.context": f"{fake.graph_url}/$metadata#Collection(event)", "value": page}
         base = f"{fake.graph_url}/me/calendars/{quote(cal, safe='')}/calendarView/delta"
-        if rest:
+        loop = fake.page_loops.get("delta")
+        if loop == "repeat" and skiptoken:
+            body["@odata.nextLink"] = f"{base}?$skiptoken={skiptoken}"  # the same link (and page) again, forever
+        elif rest or loop:
             token = secrets.token_urlsafe(16)
-            fake.skip_tokens[token] = {"cal": cal, "window": window, "version": version, "items": rest}
+            fake.skip_tokens[token] = {"cal": cal, "window": window, "version": version, "items": rest or page}
             body["@odata.nextLink"] = f"{base}?$skiptoken={token}"
         else:
             token = secrets.token_urlsafe(16)
@@ -604,10 +619,11 @@ class _Handler(BaseHTTPRequestHandler):
         size = min(fake.page_size, int(m.group(1))) if m else fake.page_size
         with fake.lock:
             if "$skiptoken" in q:
-                state = fake.skip_tokens.pop(q["$skiptoken"], None)
+                tokens = fake.skip_tokens
+                state = tokens.get(q["$skiptoken"]) if fake.page_loops.get("delta") else tokens.pop(q["$skiptoken"], None)
                 if state is None:
                     return self._error(410, "SyncStateNotFound", "The sync state generation is not found.")
-                return self._page(cal, state["window"], state["items"], state["version"], size)
+                return self._page(cal, state["window"], state["items"], state["version"], size, q["$skiptoken"])
             if "$deltatoken" in q:
                 state = fake.delta_tokens.get(q["$deltatoken"])
                 if state is None or state[0] != cal:
@@ -658,8 +674,9 @@ class _Handler(BaseHTTPRequestHandler):
             top, skip = int(q.get("$top") or 10), int(q.get("$skip") or 0)
             page = [self._payload(e, q) for e in evs[skip:skip + top]]
             body: dict = {"value": page}
-            if skip + top < len(evs):
-                params = dict(q, **{"$skip": str(skip + top)})
+            loop = fake.page_loops.get("events")
+            if skip + top < len(evs) or loop:
+                params = dict(q) if loop == "repeat" and "$skip" in q else dict(q, **{"$skip": str(skip + top)})
                 body["@odata.nextLink"] = (f"{fake.graph_url}/me/calendars/{quote(cal, safe='')}/events?"
                                            + urlencode(params, quote_via=quote))
             return self._send(200, body)
