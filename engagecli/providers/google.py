@@ -58,6 +58,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from engagecli.core.models import Occurrence
 from engagecli.errors import EngageError, ProviderError, RelinkNeeded, Unreachable, UsageError
+from engagecli.providers import http
 from engagecli.providers.base import (
     MARKER_KEY,
     CopyRef,
@@ -156,25 +157,6 @@ def _is_rate_limited(response) -> bool:
         return False
     reasons, _ = _error_reasons(response)
     return bool(reasons & RATE_LIMIT_REASONS) or "RATE_LIMIT_EXCEEDED" in reasons
-
-
-class _Pages:
-    """Bounds one page loop: at most MAX_PAGES pages, and never the same page token twice."""
-
-    def __init__(self, doing: str):
-        self.doing = doing
-        self.pages = 1  # the first page was (or is being) fetched without a token
-        self.seen: set[str] = set()
-
-    def next(self, token: str) -> str:
-        """Allow fetching the page of `token`, or raise ProviderError."""
-        if token in self.seen or self.pages >= MAX_PAGES:
-            why = "a page token came back twice" if token in self.seen else f"more than {MAX_PAGES} pages"
-            raise ProviderError(f"{WHAT} kept sending more pages while {self.doing} ({why})",
-                                hint="run `engage sync` again later")
-        self.seen.add(token)
-        self.pages += 1
-        return token
 
 
 def _window_key(window: tuple[datetime, datetime]) -> str:
@@ -331,7 +313,6 @@ class GoogleApi:
         raises RelinkNeeded / Unreachable / ProviderError otherwise."""
         import google.auth.exceptions as gexc
 
-        from engagecli.providers import http
 
         try:
             response = http.request(self.session, method, url, what=WHAT, tries=self.tries,
@@ -404,7 +385,7 @@ class GoogleApi:
     def calendar_list(self) -> list[dict]:
         out: list[dict] = []
         params: dict = {"maxResults": 250}
-        pages = _Pages("listing the calendars")
+        pages = http.PageGuard(WHAT, MAX_PAGES, "listing the calendars")
         while True:
             page = self.get_json(self.url("users", "me", "calendarList"), params)
             out.extend(page.get("items") or [])
@@ -703,7 +684,7 @@ class Provider:
         params: dict = {"singleEvents": "true", "maxResults": PAGE_SIZE, "syncToken": cursor}
         items: list[RemoteItem] = []
         deleted: list[str] = []
-        pages = _Pages("listing the changes of the calendar")
+        pages = http.PageGuard(WHAT, MAX_PAGES, "listing the changes of the calendar")
         while True:
             page = self._page(params)
             if page is None:
@@ -731,7 +712,7 @@ class Provider:
 
         def stream(result: _StreamedPull):
             page = first
-            pages = _Pages("listing the calendar")
+            pages = http.PageGuard(WHAT, MAX_PAGES, "listing the calendar")
             while True:
                 for event in page.get("items") or []:
                     item = self._item(event)
@@ -920,7 +901,6 @@ class Provider:
         return answers
 
     def _run_batch(self, jobs: list[_Job], results: list) -> None:
-        from engagecli.providers import http
 
         tries = self.api.tries
         pending = list(jobs)

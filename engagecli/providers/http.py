@@ -79,3 +79,24 @@ def request(session, method: str, url: str, *, what: str, retry_statuses=RETRY_S
         sleep(backoff_delay(attempt, retry_after_seconds(response.headers.get("Retry-After"))))
     kind = "timed out" if isinstance(last_exc, requests.Timeout) else "could not be reached"
     raise Unreachable(f"{what} {kind} after {tries} tries", hint="check the network and run `engage sync` again")
+
+
+class PageGuard:
+    """Bounds one page loop (Google page tokens, Graph next links): at most `max_pages` pages, and never the
+    same token or link twice; otherwise a ProviderError saying `what` kept sending pages while `doing`."""
+
+    def __init__(self, what: str, max_pages: int, doing: str):
+        self.what, self.max_pages, self.doing = what, max_pages, doing
+        self.pages = 1  # the first page was (or is being) fetched without a token
+        self.seen: set[str] = set()
+
+    def next(self, token: str) -> str:
+        from engagecli.errors import ProviderError
+
+        if token in self.seen or self.pages >= self.max_pages:
+            why = "a page token came back twice" if token in self.seen else f"more than {self.max_pages} pages"
+            raise ProviderError(f"{self.what} kept sending more pages while {self.doing} ({why})",
+                                hint="run `engage sync` again later")
+        self.seen.add(token)
+        self.pages += 1
+        return token

@@ -153,25 +153,6 @@ def _graph_code(resp) -> str:
     return _code(err.get("code")) if isinstance(err, dict) else ""
 
 
-class _Pages:
-    """Bounds one page loop: at most MAX_PAGES pages, and never the same next link twice."""
-
-    def __init__(self, doing: str):
-        self.doing = doing
-        self.pages = 1  # the first page was (or is being) fetched without a next link
-        self.seen: set[str] = set()
-
-    def next(self, link: str) -> str:
-        """Allow fetching the page at `link`, or raise ProviderError."""
-        if link in self.seen or self.pages >= MAX_PAGES:
-            why = "a next link came back twice" if link in self.seen else f"more than {MAX_PAGES} pages"
-            raise ProviderError(f"Microsoft Graph kept sending more pages while {self.doing} ({why})",
-                                hint="run `engage sync` again later")
-        self.seen.add(link)
-        self.pages += 1
-        return link
-
-
 def _json(resp) -> dict:
     """The JSON object of a successful Graph answer, or a ProviderError."""
     try:
@@ -484,7 +465,7 @@ class _Graph:
     def get_all(self, path: str, params=None, doing: str = "reading from Microsoft Graph"):
         """Every item of a collection, following @odata.nextLink (bounded: see _Pages)."""
         resp = self.send("GET", path, params=params)
-        pages = _Pages(doing)
+        pages = http.PageGuard("Microsoft Graph", MAX_PAGES, doing)
         while True:
             if resp.status_code != 200:
                 raise _read_failure(resp, doing, self.account)
@@ -722,7 +703,7 @@ class Provider:
     def _stream(self, page: dict, result: PullResult, wkey: list[str]):
         masters: dict[str, dict] = {}
         copies = self._list_copies() if result.full else None
-        pages = _Pages("reading the calendar")
+        pages = http.PageGuard("Microsoft Graph", MAX_PAGES, "reading the calendar")
         while True:
             for ev in page.get("value", []):
                 item = self._item(ev, result, copies, masters)
